@@ -1,0 +1,226 @@
+//! The `SealedStorageCred` custom resource (`sealcred.io/v1alpha1`).
+//!
+//! The CRD YAML is generated from these types (`SealedStorageCred::crd()`).
+//! The meaning of every field, the encodings and the checks a reader must make
+//! are specified in `docs/FORMAT.md`; the canonical byte encodings live in
+//! [`crate::format`].
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of the custom resource.
+pub const GROUP: &str = "sealcred.io";
+/// API version of the custom resource.
+pub const VERSION: &str = "v1alpha1";
+/// Kind of the custom resource.
+pub const KIND: &str = "SealedStorageCred";
+
+/// A git-safe, sealed Kubernetes Secret.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "sealcred.io",
+    version = "v1alpha1",
+    kind = "SealedStorageCred",
+    namespaced,
+    shortname = "ssc",
+    status = "SealedStorageCredStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
+    printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.secretName"}"#,
+    printcolumn = r#"{"name":"Scope","type":"string","jsonPath":".spec.scope","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SealedStorageCredSpec {
+    /// Sealed format version. This implementation reads and writes version 1.
+    #[schemars(range(min = 1))]
+    pub format_version: u32,
+    /// Algorithm suite identifier, from a fixed allowlist (see docs/FORMAT.md).
+    pub suite: String,
+    /// Which object metadata the ciphertexts are bound to.
+    pub scope: Scope,
+    /// The Secret to produce (authenticated by every data key's header tag).
+    pub template: SecretTemplate,
+    /// The sealed credential profile that rendered the entries, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Data keys: each wrapped by one or more KMS keys, each with its header tag.
+    #[schemars(length(min = 1))]
+    pub data_keys: Vec<SealedDataKey>,
+    /// The encrypted values, by Secret key name (sorted).
+    pub entries: BTreeMap<String, SealedEntry>,
+}
+
+/// What the ciphertexts are bound to, as in Bitnami sealed-secrets.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// Bound to the namespace and the name: the object cannot be renamed or moved.
+    #[default]
+    Strict,
+    /// Bound to the namespace: the object can be renamed within it.
+    NamespaceWide,
+    /// Not bound to metadata: the object can be moved anywhere.
+    ClusterWide,
+}
+
+impl Scope {
+    /// The scope's name as written in the object and in the EncryptionContext.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Strict => "strict",
+            Scope::NamespaceWide => "namespace-wide",
+            Scope::ClusterWide => "cluster-wide",
+        }
+    }
+
+    /// Parses a scope name (`strict`, `namespace-wide`, `cluster-wide`).
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "strict" => Some(Scope::Strict),
+            "namespace-wide" => Some(Scope::NamespaceWide),
+            "cluster-wide" => Some(Scope::ClusterWide),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The Secret that the controller materializes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    /// Secret name; defaults to the SealedStorageCred's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Secret type, e.g. `Opaque`.
+    #[serde(rename = "type", default = "default_secret_type")]
+    pub type_: String,
+    /// Labels of the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+fn default_secret_type() -> String {
+    "Opaque".to_string()
+}
+
+/// One data key, wrapped by one or more KMS keys.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SealedDataKey {
+    /// Data-key id: 32 random bytes, base64. Also the HKDF salt.
+    pub id: String,
+    /// Key commitment: 32 bytes, base64.
+    pub commitment: String,
+    /// The entry names sealed under this data key when it was made (sorted).
+    pub names: Vec<String>,
+    /// Ids of the data keys that existed when this one was merged in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supersedes: Vec<String>,
+    /// The data key wrapped by each KMS key; any one suffices to unseal.
+    #[schemars(length(min = 1))]
+    pub wrappings: Vec<Wrapping>,
+    /// HMAC-SHA256 over the canonical header, 32 bytes, base64.
+    pub header_tag: String,
+    /// When this data key was made (RFC 3339, informational, not authenticated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_at: Option<String>,
+}
+
+/// The data key wrapped by one key-encryption key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Wrapping {
+    /// `arn:aws:kms:…:key/…` for AWS KMS, or `local:<fingerprint>` for a local key.
+    pub key_id: String,
+    /// The wrapped data key, base64 (the KMS CiphertextBlob, or the local envelope).
+    pub ciphertext: String,
+}
+
+/// One encrypted value.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SealedEntry {
+    /// Id of the data key this value is sealed under.
+    pub data_key: String,
+    /// 12-byte GCM nonce, base64.
+    pub nonce: String,
+    /// AES-256-GCM ciphertext followed by the 16-byte tag, base64.
+    pub ciphertext: String,
+}
+
+/// Status written by the controller.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SealedStorageCredStatus {
+    /// The generation the controller last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Conditions; `Ready` is the one to watch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Name of the materialized Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// Names of the entries in the Secret (never values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<String>,
+}
+
+/// A status condition, as in the Kubernetes API conventions.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Condition type, e.g. `Ready`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable message (never contains credential values).
+    #[serde(default)]
+    pub message: String,
+    /// When the status last changed (RFC 3339).
+    pub last_transition_time: String,
+    /// The generation this condition was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn crd_has_names_and_columns() {
+        let crd = SealedStorageCred::crd();
+        assert_eq!(crd.spec.group, GROUP);
+        assert_eq!(crd.spec.names.kind, KIND);
+        assert_eq!(crd.spec.names.short_names.as_deref(), Some(&["ssc".to_string()][..]));
+        let v = &crd.spec.versions[0];
+        assert_eq!(v.name, VERSION);
+        let cols: Vec<_> = v
+            .additional_printer_columns
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(cols, ["Ready", "Reason", "Secret", "Scope", "Age"]);
+        assert!(v.subresources.as_ref().unwrap().status.is_some());
+    }
+}

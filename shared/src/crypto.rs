@@ -1,0 +1,162 @@
+//! The primitives of suite `AES256GCM-HKDFSHA512-COMMIT`, apart from the format.
+//!
+//! From a data key and a data-key id, HKDF-SHA512 (salt = id) derives three
+//! values: the AES-256-GCM value key, the HMAC-SHA256 header key, and the key
+//! commitment. The commitment is stored in the object and compared in
+//! constant time before anything is decrypted, so a ciphertext cannot be made
+//! to open under two different data keys.
+
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use aes_gcm::{Aes256Gcm, Key, Nonce, Tag};
+use hkdf::Hkdf;
+use hmac::Mac;
+use sha2::{Sha256, Sha512};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::format::{COMMITMENT_LEN, DATA_KEY_ID_LEN, GCM_TAG_LEN, HEADER_TAG_LEN, NONCE_LEN};
+use crate::secret::{DataKey, SecretBytes};
+
+const INFO_VALUE_KEY: &[u8] = b"sealcred/v1 AES256GCM-HKDFSHA512-COMMIT value key";
+const INFO_HEADER_KEY: &[u8] = b"sealcred/v1 AES256GCM-HKDFSHA512-COMMIT header key";
+const INFO_COMMIT: &[u8] = b"sealcred/v1 AES256GCM-HKDFSHA512-COMMIT commitment";
+
+/// A decryption failed. Deliberately carries no detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("authentication failed")]
+pub struct AuthError;
+
+/// Keys derived from one data key.
+pub struct DerivedKeys {
+    value_key: Zeroizing<[u8; 32]>,
+    header_key: Zeroizing<[u8; 32]>,
+    commitment: [u8; COMMITMENT_LEN],
+}
+
+impl DerivedKeys {
+    /// HKDF-SHA512(salt = data-key id, ikm = data key), three expansions.
+    pub fn derive(dk: &DataKey, id: &[u8; DATA_KEY_ID_LEN]) -> DerivedKeys {
+        let hk = Hkdf::<Sha512>::new(Some(id), dk.expose());
+        let mut value_key = Zeroizing::new([0u8; 32]);
+        let mut header_key = Zeroizing::new([0u8; 32]);
+        let mut commitment = [0u8; COMMITMENT_LEN];
+        hk.expand(INFO_VALUE_KEY, &mut value_key[..]).expect("32 bytes is a valid length");
+        hk.expand(INFO_HEADER_KEY, &mut header_key[..]).expect("32 bytes is a valid length");
+        hk.expand(INFO_COMMIT, &mut commitment).expect("32 bytes is a valid length");
+        DerivedKeys {
+            value_key,
+            header_key,
+            commitment,
+        }
+    }
+
+    /// The key commitment to store.
+    pub fn commitment(&self) -> [u8; COMMITMENT_LEN] {
+        self.commitment
+    }
+
+    /// Constant-time check of a stored commitment.
+    pub fn check_commitment(&self, stored: &[u8; COMMITMENT_LEN]) -> Result<(), AuthError> {
+        if bool::from(self.commitment.ct_eq(stored)) {
+            Ok(())
+        } else {
+            Err(AuthError)
+        }
+    }
+
+    /// HMAC-SHA256(header key, header bytes).
+    pub fn header_tag(&self, header: &[u8]) -> [u8; HEADER_TAG_LEN] {
+        let mut mac = <hmac::Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&self.header_key[..])
+            .expect("HMAC takes any key length");
+        mac.update(header);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Constant-time check of a stored header tag.
+    pub fn check_header_tag(&self, header: &[u8], stored: &[u8; HEADER_TAG_LEN]) -> Result<(), AuthError> {
+        let mut mac = <hmac::Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&self.header_key[..])
+            .expect("HMAC takes any key length");
+        mac.update(header);
+        mac.verify_slice(stored).map_err(|_| AuthError)
+    }
+
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new(&Key::<Aes256Gcm>::from(*self.value_key))
+    }
+
+    /// Encrypts `plaintext` under a fresh random nonce. Returns the nonce and
+    /// ciphertext ‖ tag. The plaintext is copied into the output buffer and
+    /// encrypted in place, so no other copy is made.
+    pub fn seal(&self, aad: &[u8], plaintext: &SecretBytes) -> ([u8; NONCE_LEN], Vec<u8>) {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
+        let mut buf = Vec::with_capacity(plaintext.len() + GCM_TAG_LEN);
+        buf.extend_from_slice(plaintext.expose());
+        let tag = self
+            .cipher()
+            .encrypt_inout_detached(&Nonce::from(nonce), aad, buf.as_mut_slice().into())
+            .expect("plaintext within AES-GCM limits");
+        buf.extend_from_slice(&tag);
+        (nonce, buf)
+    }
+
+    /// Decrypts into a zeroizing buffer; on failure the buffer is wiped.
+    pub fn open(
+        &self,
+        aad: &[u8],
+        nonce: &[u8; NONCE_LEN],
+        ciphertext: &[u8],
+        tag: &[u8; GCM_TAG_LEN],
+    ) -> Result<SecretBytes, AuthError> {
+        let mut out = SecretBytes::copy_from(ciphertext);
+        match self.cipher().decrypt_inout_detached(
+            &Nonce::from(*nonce),
+            aad,
+            out.expose_mut().as_mut_slice().into(),
+            &Tag::from(*tag),
+        ) {
+            Ok(()) => Ok(out),
+            Err(_) => Err(AuthError),
+        }
+    }
+}
+
+/// A fresh random data-key id.
+pub fn random_id() -> [u8; DATA_KEY_ID_LEN] {
+    let mut id = [0u8; DATA_KEY_ID_LEN];
+    getrandom::fill(&mut id).expect("the OS random number generator failed");
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_binding() {
+        let dk = DataKey::random();
+        let id = random_id();
+        let k = DerivedKeys::derive(&dk, &id);
+        let pt = SecretBytes::copy_from(b"hello");
+        let (nonce, ct) = k.seal(b"aad", &pt);
+        let (body, tag) = ct.split_at(ct.len() - GCM_TAG_LEN);
+        let tag: [u8; 16] = tag.try_into().unwrap();
+        assert_eq!(k.open(b"aad", &nonce, body, &tag).unwrap().expose(), b"hello");
+        assert_eq!(k.open(b"aaD", &nonce, body, &tag), Err(AuthError));
+        // another data key: commitment differs, value does not open
+        let k2 = DerivedKeys::derive(&DataKey::random(), &id);
+        assert!(k2.check_commitment(&k.commitment()).is_err());
+        assert!(k2.open(b"aad", &nonce, body, &tag).is_err());
+        // another id with the same data key: different keys
+        let k3 = DerivedKeys::derive(&dk, &random_id());
+        assert_ne!(k3.commitment(), k.commitment());
+    }
+
+    #[test]
+    fn header_tag_checks() {
+        let k = DerivedKeys::derive(&DataKey::random(), &random_id());
+        let t = k.header_tag(b"header");
+        k.check_header_tag(b"header", &t).unwrap();
+        assert!(k.check_header_tag(b"headeR", &t).is_err());
+    }
+}

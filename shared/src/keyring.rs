@@ -1,0 +1,237 @@
+//! Resolving the key ids recorded in an object to providers, under an allowlist.
+//!
+//! A key id inside a sealed object is attacker-controlled: whoever can write the
+//! object can name any KMS key in any account. The [`Keyring`] only calls keys
+//! that its [`Allowlist`] accepts, passes the recorded id as the expected
+//! `KeyId`, and tries a data key's wrappings in order until one works.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_config::SdkConfig;
+use tokio::sync::OnceCell;
+
+use crate::format::{Binding, ParsedDataKey};
+use crate::provider::aws::{AwsKms, arn_region, load_sdk_config};
+use crate::provider::local::{self, LocalKey};
+use crate::provider::{
+    EncryptionContext, KeyProvider, ProviderError, ProviderErrorKind, is_aws_key_id,
+    is_local_key_id,
+};
+use crate::secret::DataKey;
+
+/// Which recorded key ids may be called. Entries are exact key ids, or
+/// prefixes ending in `*` (e.g. `arn:aws:kms:eu-west-1:111122223333:key/*`).
+#[derive(Debug, Clone, Default)]
+pub struct Allowlist {
+    entries: Option<Vec<String>>,
+}
+
+impl Allowlist {
+    /// Allows every key (the CLI's default: the user chose the file).
+    pub fn any() -> Self {
+        Allowlist { entries: None }
+    }
+
+    /// Allows only the listed ids / prefixes.
+    pub fn only(entries: impl IntoIterator<Item = String>) -> Self {
+        Allowlist {
+            entries: Some(entries.into_iter().filter(|e| !e.is_empty()).collect()),
+        }
+    }
+
+    /// Whether `key_id` may be called.
+    pub fn allows(&self, key_id: &str) -> bool {
+        match &self.entries {
+            None => true,
+            Some(list) => list.iter().any(|e| match e.strip_suffix('*') {
+                Some(prefix) => key_id.starts_with(prefix),
+                None => key_id == e,
+            }),
+        }
+    }
+}
+
+/// Called after every key-provider call: operation, key id, outcome, latency.
+/// Used by the controller's metrics; never sees key material.
+pub type CallObserver =
+    Arc<dyn Fn(&str, &str, Result<(), &ProviderErrorKind>, Duration) + Send + Sync>;
+
+/// Resolves recorded key ids to providers.
+pub struct Keyring {
+    allow: Allowlist,
+    local_path: Option<PathBuf>,
+    local: OnceCell<Option<Arc<LocalKey>>>,
+    sdk: OnceCell<SdkConfig>,
+    aws: Mutex<HashMap<String, Arc<AwsKms>>>,
+    observer: Option<CallObserver>,
+}
+
+impl Keyring {
+    /// A keyring. `local_path` is the local key file to use for `local:` ids
+    /// (default: [`local::default_path`]).
+    pub fn new(allow: Allowlist, local_path: Option<PathBuf>) -> Self {
+        Keyring {
+            allow,
+            local_path,
+            local: OnceCell::new(),
+            sdk: OnceCell::new(),
+            aws: Mutex::new(HashMap::new()),
+            observer: None,
+        }
+    }
+
+    /// Uses an already loaded AWS configuration.
+    pub fn with_sdk_config(self, sdk: SdkConfig) -> Self {
+        let _ = self.sdk.set(sdk);
+        self
+    }
+
+    /// Reports every provider call to `observer`.
+    pub fn with_observer(mut self, observer: CallObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The allowlist.
+    pub fn allowlist(&self) -> &Allowlist {
+        &self.allow
+    }
+
+    /// Checks, with no call made, that every data key has at least one
+    /// wrapping this keyring may call.
+    pub fn check_allowed(&self, dks: &[ParsedDataKey]) -> Result<(), ProviderError> {
+        for dk in dks {
+            if !dk.wrappings.iter().any(|w| self.allow.allows(&w.key_id)) {
+                let ids: Vec<&str> = dk.wrappings.iter().map(|w| w.key_id.as_str()).collect();
+                return Err(ProviderError::new(
+                    ProviderErrorKind::KeyNotAllowed,
+                    format!(
+                        "data key {} is wrapped only by keys not on the allowlist: {}",
+                        dk.id_b64,
+                        ids.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn local_key(&self) -> Result<Arc<LocalKey>, ProviderError> {
+        let path = self.local_path.clone().or_else(local::default_path);
+        let k = self
+            .local
+            .get_or_init(|| async { path.as_deref().and_then(|p| LocalKey::load(p).ok()).map(Arc::new) })
+            .await;
+        match k {
+            Some(k) => Ok(k.clone()),
+            None => Err(match path {
+                Some(p) => LocalKey::load(&p).err().unwrap_or_else(|| {
+                    ProviderError::new(ProviderErrorKind::Other, "local key unavailable")
+                }),
+                None => ProviderError::new(
+                    ProviderErrorKind::Other,
+                    "no local key path: set SEALCRED_LOCAL_KEY or HOME",
+                ),
+            }),
+        }
+    }
+
+    /// The AWS configuration (loaded on first use).
+    pub async fn sdk_config(&self) -> &SdkConfig {
+        self.sdk.get_or_init(load_sdk_config).await
+    }
+
+    async fn aws_key(&self, key_id: &str) -> Result<Arc<AwsKms>, ProviderError> {
+        let region = arn_region(key_id).unwrap_or("").to_string();
+        if let Some(k) = self.aws.lock().unwrap().get(&region) {
+            return Ok(k.clone());
+        }
+        let k = Arc::new(AwsKms::new(self.sdk_config().await, key_id)?);
+        self.aws.lock().unwrap().insert(region, k.clone());
+        Ok(k)
+    }
+
+    async fn provider_for(&self, key_id: &str) -> Result<Arc<dyn KeyProvider>, ProviderError> {
+        if is_local_key_id(key_id) {
+            Ok(self.local_key().await?)
+        } else if is_aws_key_id(key_id) {
+            Ok(self.aws_key(key_id).await?)
+        } else {
+            Err(ProviderError::new(
+                ProviderErrorKind::KeyNotAllowed,
+                format!("unknown key id {key_id:?}: expected an AWS KMS key ARN or local:<fingerprint>"),
+            ))
+        }
+    }
+
+    /// A provider to seal with for a recorded key id (used by merge and rotate
+    /// when no new key is given).
+    pub async fn provider_for_sealing(&self, key_id: &str) -> Result<Arc<dyn KeyProvider>, ProviderError> {
+        self.provider_for(key_id).await
+    }
+
+    /// Unwraps a data key, trying its allowed wrappings in order. When all
+    /// fail, a transient failure wins (so callers retry), then a ciphertext
+    /// failure, then the first error.
+    pub async fn unwrap(&self, binding: &Binding, dk: &ParsedDataKey) -> Result<DataKey, ProviderError> {
+        let ctx: EncryptionContext = binding.encryption_context();
+        let mut errors: Vec<ProviderError> = Vec::new();
+        for w in dk.wrappings.iter().filter(|w| self.allow.allows(&w.key_id)) {
+            let started = Instant::now();
+            let result = match self.provider_for(&w.key_id).await {
+                Ok(p) => p.unwrap(&w.key_id, &w.ciphertext, &ctx).await,
+                Err(e) => Err(e),
+            };
+            if let Some(obs) = &self.observer {
+                obs(
+                    "Decrypt",
+                    &w.key_id,
+                    result.as_ref().map(|_| ()).map_err(|e| &e.kind),
+                    started.elapsed(),
+                );
+            }
+            match result {
+                Ok(k) => return Ok(k),
+                Err(e) => errors.push(e),
+            }
+        }
+        let pick = errors
+            .iter()
+            .position(|e| e.kind == ProviderErrorKind::Unavailable)
+            .or_else(|| errors.iter().position(|e| e.kind == ProviderErrorKind::InvalidCiphertext))
+            .unwrap_or(0);
+        let mut e = if errors.is_empty() {
+            ProviderError::new(ProviderErrorKind::KeyNotAllowed, "no allowed wrapping")
+        } else {
+            errors.swap_remove(pick)
+        };
+        if dk.wrappings.len() > 1 {
+            e.message = format!(
+                "none of the {} wrappings of data key {} could be unwrapped; {}",
+                dk.wrappings.len(),
+                dk.id_b64,
+                e.message
+            );
+        }
+        Err(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlist_matching() {
+        let a = Allowlist::only(["arn:aws:kms:eu-west-1:1:key/*".to_string(), "local:abcd".to_string()]);
+        assert!(a.allows("arn:aws:kms:eu-west-1:1:key/x"));
+        assert!(!a.allows("arn:aws:kms:eu-west-1:2:key/x"));
+        assert!(a.allows("local:abcd"));
+        assert!(!a.allows("local:abce"));
+        assert!(Allowlist::any().allows("anything"));
+        assert!(!Allowlist::only(Vec::new()).allows("x"));
+    }
+}

@@ -1,0 +1,362 @@
+//! Sealing, merging, opening and rotating whole objects.
+//!
+//! Plaintext exists here only as [`SecretBytes`]: an input entry lives from the
+//! caller's read until [`seal`] returns; an opened entry lives in [`Opened`]
+//! until the caller drops it. Data keys live in [`DataKey`] for the duration of
+//! one call.
+
+use std::collections::BTreeMap;
+
+use kube::api::ObjectMeta;
+
+use crate::crd::{
+    Scope, SealedDataKey, SealedEntry, SealedStorageCred, SealedStorageCredSpec, SecretTemplate,
+    Wrapping,
+};
+use crate::crypto::{DerivedKeys, random_id};
+use crate::format::{
+    self, Binding, FORMAT_VERSION, FormatError, ParsedDataKey, ParsedSpec, ParsedWrapping,
+    SECRET_SIZE_LIMIT, SUITE_V1, encode_b64,
+};
+use crate::keyring::Keyring;
+use crate::provider::{KeyProvider, ProviderError, ProviderErrorKind};
+use crate::secret::{DataKey, SecretBytes};
+
+/// Why sealing or opening failed. Never carries plaintext.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object is malformed (structural check).
+    #[error("{0}")]
+    Format(#[from] FormatError),
+    /// A key provider call failed.
+    #[error("{0}")]
+    Provider(#[from] ProviderError),
+    /// A data key's commitment or header tag did not verify.
+    #[error(
+        "data key {id}: {what} does not verify — the object was edited after sealing (template, scope, keys or entry list) or it belongs to another namespace/name"
+    )]
+    HeaderAuth {
+        /// The data key id.
+        id: String,
+        /// `key commitment` or `header tag`.
+        what: &'static str,
+    },
+    /// An entry did not decrypt.
+    #[error(
+        "entry {name}: decryption failed — the value was tampered with, moved from another entry or object, or the scope/namespace/name changed"
+    )]
+    EntryAuth {
+        /// The entry name.
+        name: String,
+    },
+    /// Bad input to seal or merge.
+    #[error("{0}")]
+    Input(String),
+}
+
+impl Error {
+    /// The controller's `Ready=False` reason for this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Format(_) | Error::Input(_) => "InvalidSpec",
+            Error::HeaderAuth { .. } | Error::EntryAuth { .. } => "DecryptFailed",
+            Error::Provider(p) => match p.kind {
+                ProviderErrorKind::Unavailable => "KmsUnavailable",
+                ProviderErrorKind::AccessDenied => "AccessDenied",
+                ProviderErrorKind::InvalidCiphertext => "DecryptFailed",
+                ProviderErrorKind::KeyNotAllowed => "InvalidSpec",
+                ProviderErrorKind::NotFound | ProviderErrorKind::Other => "KmsError",
+            },
+        }
+    }
+
+    /// Whether retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Provider(p) if p.is_transient())
+    }
+}
+
+/// Everything needed to seal a new object.
+#[derive(Debug)]
+pub struct SealInput {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace` (required unless the scope is cluster-wide).
+    pub namespace: Option<String>,
+    /// The scope.
+    pub scope: Scope,
+    /// The Secret template.
+    pub template: SecretTemplate,
+    /// The profile that rendered the entries, if any.
+    pub profile: Option<String>,
+    /// The plaintext values.
+    pub entries: BTreeMap<String, SecretBytes>,
+}
+
+/// An opened object: the Secret to write.
+#[derive(Debug)]
+pub struct Opened {
+    /// The Secret's name (template name, or the object's name).
+    pub secret_name: String,
+    /// The template.
+    pub template: SecretTemplate,
+    /// The plaintext values, by name.
+    pub entries: BTreeMap<String, SecretBytes>,
+}
+
+fn check_entries(entries: &BTreeMap<String, SecretBytes>) -> Result<(), Error> {
+    if entries.is_empty() {
+        return Err(Error::Input("nothing to seal: no entries given".into()));
+    }
+    let mut total = 0;
+    for (name, v) in entries {
+        format::check_entry_name(name)?;
+        total += name.len() + v.len();
+    }
+    if total > SECRET_SIZE_LIMIT {
+        return Err(Error::Input(format!(
+            "the Secret would be {total} bytes, over Kubernetes' {SECRET_SIZE_LIMIT}-byte limit"
+        )));
+    }
+    Ok(())
+}
+
+fn binding_of(meta: &ObjectMeta, scope: Scope) -> Result<Binding, Error> {
+    Ok(Binding::new(scope, meta.namespace.as_deref(), meta.name.as_deref())?)
+}
+
+fn now_rfc3339() -> String {
+    jiff::Timestamp::now().round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default()
+}
+
+/// Makes one data key, wraps it under every provider (the first generates it),
+/// and seals `entries` under it.
+async fn seal_group(
+    spec: &SealedStorageCredSpec,
+    binding: &Binding,
+    providers: &[&dyn KeyProvider],
+    entries: &BTreeMap<String, SecretBytes>,
+    supersedes: Vec<String>,
+) -> Result<(SealedDataKey, BTreeMap<String, SealedEntry>), Error> {
+    let (first, rest) = providers
+        .split_first()
+        .ok_or_else(|| Error::Input("no key to seal with".into()))?;
+    let ctx = binding.encryption_context();
+    let generated = first.generate_data_key(&ctx).await?;
+    let dk: DataKey = generated.key;
+    let mut wrappings = vec![ParsedWrapping {
+        key_id: generated.key_id,
+        ciphertext: generated.ciphertext,
+    }];
+    for p in rest {
+        let (key_id, ciphertext) = p.wrap(&dk, &ctx).await?;
+        wrappings.push(ParsedWrapping { key_id, ciphertext });
+    }
+    seal_with_key(spec, binding, &dk, wrappings, entries, supersedes)
+}
+
+fn seal_with_key(
+    spec: &SealedStorageCredSpec,
+    binding: &Binding,
+    dk: &DataKey,
+    wrappings: Vec<ParsedWrapping>,
+    entries: &BTreeMap<String, SecretBytes>,
+    mut supersedes: Vec<String>,
+) -> Result<(SealedDataKey, BTreeMap<String, SealedEntry>), Error> {
+    supersedes.sort();
+    supersedes.dedup();
+    let id = random_id();
+    let keys = DerivedKeys::derive(dk, &id);
+    let parsed = ParsedDataKey {
+        id_b64: encode_b64(&id),
+        id,
+        commitment: keys.commitment(),
+        names: entries.keys().cloned().collect(),
+        supersedes,
+        wrappings,
+        header_tag: [0; 32],
+    };
+    let header = format::header_bytes(
+        FORMAT_VERSION,
+        SUITE_V1,
+        binding,
+        &spec.template,
+        spec.profile.as_deref(),
+        &parsed,
+    );
+    let tag = keys.header_tag(&header);
+    let mut sealed = BTreeMap::new();
+    for (name, value) in entries {
+        let aad = format::entry_aad(FORMAT_VERSION, SUITE_V1, binding, name, &id);
+        let (nonce, ct) = keys.seal(&aad, value);
+        sealed.insert(
+            name.clone(),
+            SealedEntry {
+                data_key: parsed.id_b64.clone(),
+                nonce: encode_b64(&nonce),
+                ciphertext: encode_b64(&ct),
+            },
+        );
+    }
+    let group = SealedDataKey {
+        id: parsed.id_b64.clone(),
+        commitment: encode_b64(&parsed.commitment),
+        names: parsed.names,
+        supersedes: parsed.supersedes,
+        wrappings: parsed
+            .wrappings
+            .into_iter()
+            .map(|w| Wrapping {
+                key_id: w.key_id,
+                ciphertext: encode_b64(&w.ciphertext),
+            })
+            .collect(),
+        header_tag: encode_b64(&tag),
+        sealed_at: Some(now_rfc3339()),
+    };
+    Ok((group, sealed))
+}
+
+/// Seals a new object under a fresh data key from the first provider, wrapped
+/// also under the others (any one of them can unseal).
+pub async fn seal(input: &SealInput, providers: &[&dyn KeyProvider]) -> Result<SealedStorageCred, Error> {
+    format::check_object_name("name", &input.name)?;
+    if let Some(ns) = &input.namespace {
+        format::check_object_name("namespace", ns)?;
+    }
+    if let Some(n) = &input.template.name {
+        format::check_object_name("template name", n)?;
+    }
+    check_entries(&input.entries)?;
+    let mut obj = SealedStorageCred::new(
+        &input.name,
+        SealedStorageCredSpec {
+            format_version: FORMAT_VERSION,
+            suite: SUITE_V1.to_string(),
+            scope: input.scope,
+            template: input.template.clone(),
+            profile: input.profile.clone(),
+            data_keys: Vec::new(),
+            entries: BTreeMap::new(),
+        },
+    );
+    obj.metadata.namespace = input.namespace.clone();
+    let binding = binding_of(&obj.metadata, input.scope)?;
+    let (group, entries) = seal_group(&obj.spec, &binding, providers, &input.entries, Vec::new()).await?;
+    obj.spec.data_keys.push(group);
+    obj.spec.entries = entries;
+    Ok(obj)
+}
+
+/// Adds or replaces entries without decrypting anything: the new entries go
+/// under a new data key that supersedes the existing ones; every other entry
+/// and data key stays byte-for-byte as it was.
+pub async fn merge(
+    existing: &SealedStorageCred,
+    entries: &BTreeMap<String, SecretBytes>,
+    providers: &[&dyn KeyProvider],
+) -> Result<SealedStorageCred, Error> {
+    let parsed = ParsedSpec::parse(&existing.spec)?;
+    check_entries(entries)?;
+    let binding = binding_of(&existing.metadata, parsed.scope)?;
+    let supersedes: Vec<String> = parsed.data_keys.iter().map(|d| d.id_b64.clone()).collect();
+    let (group, sealed) = seal_group(&existing.spec, &binding, providers, entries, supersedes).await?;
+    let mut out = existing.clone();
+    out.status = None;
+    for (name, e) in sealed {
+        out.spec.entries.insert(name, e);
+    }
+    out.spec.data_keys.push(group);
+    let live: std::collections::BTreeSet<&String> =
+        out.spec.entries.values().map(|e| &e.data_key).collect();
+    let keep: Vec<SealedDataKey> = out
+        .spec
+        .data_keys
+        .iter()
+        .filter(|d| live.contains(&d.id))
+        .cloned()
+        .collect();
+    out.spec.data_keys = keep;
+    Ok(out)
+}
+
+/// Verifies and decrypts every entry. Nothing is returned unless everything
+/// verifies: version and suite, structure, allowlist (before any KMS call),
+/// then per data key the unwrap (with the EncryptionContext rebuilt from the
+/// object's own metadata), the key commitment, the header tag, and each entry.
+pub async fn open(obj: &SealedStorageCred, keyring: &Keyring) -> Result<Opened, Error> {
+    let parsed = ParsedSpec::parse(&obj.spec)?;
+    let binding = binding_of(&obj.metadata, parsed.scope)?;
+    keyring.check_allowed(&parsed.data_keys)?;
+    let mut keys = Vec::with_capacity(parsed.data_keys.len());
+    for (i, dk) in parsed.data_keys.iter().enumerate() {
+        let data_key = keyring.unwrap(&binding, dk).await?;
+        keys.push(verify_data_key(&parsed, &binding, i, &data_key)?);
+    }
+    let mut entries = BTreeMap::new();
+    for (name, e) in &parsed.entries {
+        let aad = parsed.entry_aad(&binding, name);
+        let value = keys[e.data_key]
+            .open(&aad, &e.nonce, &e.ciphertext, &e.tag)
+            .map_err(|_| Error::EntryAuth { name: name.clone() })?;
+        entries.insert(name.clone(), value);
+    }
+    let secret_name = parsed
+        .template
+        .name
+        .clone()
+        .or_else(|| obj.metadata.name.clone())
+        .unwrap_or_default();
+    Ok(Opened {
+        secret_name,
+        template: parsed.template,
+        entries,
+    })
+}
+
+fn verify_data_key(
+    parsed: &ParsedSpec,
+    binding: &Binding,
+    i: usize,
+    data_key: &DataKey,
+) -> Result<DerivedKeys, Error> {
+    let dk = &parsed.data_keys[i];
+    let keys = DerivedKeys::derive(data_key, &dk.id);
+    keys.check_commitment(&dk.commitment).map_err(|_| Error::HeaderAuth {
+        id: dk.id_b64.clone(),
+        what: "key commitment",
+    })?;
+    keys.check_header_tag(&parsed.header_bytes(binding, i), &dk.header_tag)
+        .map_err(|_| Error::HeaderAuth {
+            id: dk.id_b64.clone(),
+            what: "header tag",
+        })?;
+    Ok(keys)
+}
+
+/// Re-seals every entry under one fresh data key, wrapped by `providers`.
+/// Metadata, scope, template and profile are kept.
+pub async fn rotate(
+    obj: &SealedStorageCred,
+    keyring: &Keyring,
+    providers: &[&dyn KeyProvider],
+) -> Result<SealedStorageCred, Error> {
+    let opened = open(obj, keyring).await?;
+    let mut out = obj.clone();
+    out.status = None;
+    let binding = binding_of(&obj.metadata, obj.spec.scope)?;
+    let (group, entries) = seal_group(&obj.spec, &binding, providers, &opened.entries, Vec::new()).await?;
+    out.spec.data_keys = vec![group];
+    out.spec.entries = entries;
+    Ok(out)
+}
+
+/// The key ids of the first data key's wrappings (what merge and rotate seal
+/// with when no key is given).
+pub fn recorded_key_ids(obj: &SealedStorageCred) -> Vec<String> {
+    obj.spec
+        .data_keys
+        .first()
+        .map(|d| d.wrappings.iter().map(|w| w.key_id.clone()).collect())
+        .unwrap_or_default()
+}
