@@ -1,0 +1,179 @@
+//! Command-line definitions (clap derive). Help, completions and the man page
+//! are generated from these.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Seal storage credentials into git-safe SealedStorageCred resources.
+///
+/// Each seal makes a fresh data key (AWS KMS GenerateDataKey, or the local
+/// key) bound to the object's namespace, name and scope, and encrypts every
+/// value with AES-256-GCM. Only the controller in the cluster (or someone
+/// allowed to call kms:Decrypt) can open the result.
+#[derive(Parser, Debug)]
+#[command(name = "sealcred", version, about, long_about, max_term_width = 100)]
+pub struct Cli {
+    /// Log level for diagnostics on stderr (error, warn, info, debug, trace).
+    #[arg(long, global = true, env = "SEALCRED_LOG", default_value = "warn")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output format.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Format {
+    /// YAML (default).
+    #[default]
+    Yaml,
+    /// JSON.
+    Json,
+}
+
+/// The scope a sealed object is bound to.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScopeArg {
+    /// Bound to namespace and name.
+    Strict,
+    /// Bound to the namespace; may be renamed.
+    NamespaceWide,
+    /// Not bound; may be moved anywhere.
+    ClusterWide,
+}
+
+/// Where keys come from.
+#[derive(Args, Debug, Clone, Default)]
+pub struct KeyArgs {
+    /// Key to seal with: a KMS key ARN, key id or alias/NAME; `local` for the
+    /// default local key; or local:PATH. Repeat to wrap the data key under
+    /// several keys (any one can unseal). Default: the local key.
+    #[arg(
+        long = "kms",
+        value_name = "KEY",
+        env = "SEALCRED_KMS",
+        value_delimiter = ','
+    )]
+    pub kms: Vec<String>,
+
+    /// Local key file used to open objects sealed with a local key
+    /// (default: $SEALCRED_LOCAL_KEY, else ~/.config/sealcred/local.key).
+    #[arg(long, value_name = "PATH")]
+    pub local_key: Option<PathBuf>,
+}
+
+/// Where output goes.
+#[derive(Args, Debug, Clone)]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Yaml)]
+    pub format: Format,
+
+    /// Write to this file (atomically: a temporary file, then rename) instead of stdout.
+    #[arg(long, value_name = "PATH")]
+    pub output_file: Option<PathBuf>,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Seal a Secret: from flags like `kubectl create secret generic`, or a
+    /// Secret manifest (YAML or JSON) on stdin.
+    Seal(Box<SealArgs>),
+    /// Show what is inside a sealed file without decrypting (no KMS call).
+    Inspect {
+        /// The sealed file.
+        file: PathBuf,
+        /// Output format (`yaml` prints a readable summary).
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Yaml)]
+        format: Format,
+    },
+    /// Decrypt a sealed file and print the Secret manifest (needs kms:Decrypt).
+    Unseal {
+        /// The sealed file.
+        file: PathBuf,
+        #[command(flatten)]
+        keys: KeyArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Decrypt and check every entry of each file; print no values. Exits
+    /// non-zero if any file fails (for CI pipelines).
+    Verify {
+        /// Sealed files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+    /// Re-encrypt each file under a fresh data key (optionally new KMS keys),
+    /// rewriting it atomically.
+    Rotate {
+        /// Sealed files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+    /// Create a local key file (mode 0600) for development and offline use.
+    Keygen {
+        /// Where to write the key (default: ~/.config/sealcred/local.key).
+        #[arg(long, value_name = "PATH")]
+        output_file: Option<PathBuf>,
+    },
+    /// Print a shell completion script.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+/// `sealcred seal` arguments.
+#[derive(Args, Debug)]
+pub struct SealArgs {
+    /// Object (and default Secret) name. Default: the input manifest's name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Namespace. Default: the input manifest's namespace.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// What the ciphertext is bound to [default: strict].
+    #[arg(long, value_enum)]
+    pub scope: Option<ScopeArg>,
+    /// Secret type (default: Opaque, or the manifest's type).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub secret_type: Option<String>,
+    /// Secret name, when it differs from the object's name.
+    #[arg(long, value_name = "NAME")]
+    pub secret_name: Option<String>,
+    /// A label on the Secret, KEY=VALUE (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// An annotation on the Secret, KEY=VALUE (repeatable).
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub annotations: Vec<String>,
+    /// A literal value, KEY=VALUE (repeatable). Note: visible in the process list.
+    #[arg(long = "from-literal", value_name = "KEY=VALUE")]
+    pub from_literal: Vec<String>,
+    /// A file's content, [KEY=]PATH; a directory adds each regular file (repeatable).
+    #[arg(long = "from-file", value_name = "[KEY=]PATH")]
+    pub from_file: Vec<String>,
+    /// KEY=VALUE lines from a file (repeatable); `#` comments and blank lines skipped.
+    #[arg(long = "from-env-file", value_name = "PATH")]
+    pub from_env_file: Vec<PathBuf>,
+    /// Read a Secret manifest (YAML or JSON; data and stringData) from this file, `-` for stdin.
+    /// Used by default when no --from-* flag is given.
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub manifest: Option<PathBuf>,
+    /// Add or replace entries in this sealed file (no kms:Decrypt needed); it
+    /// is rewritten in place unless --output-file is given.
+    #[arg(long, value_name = "FILE")]
+    pub merge_into: Option<PathBuf>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}

@@ -1,0 +1,461 @@
+//! The subcommands.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use sealcred_shared::crd::{Scope, SealedStorageCred, SecretTemplate};
+use sealcred_shared::format::ParsedSpec;
+use sealcred_shared::keyring::Keyring;
+use sealcred_shared::provider::KeyProvider;
+use sealcred_shared::seal::{self, Opened, SealInput};
+use zeroize::Zeroizing;
+
+use crate::cli::{Format, KeyArgs, ScopeArg, SealArgs};
+use crate::error::CliError;
+use crate::input::{self, Entries};
+use crate::io::{read_sealed, render_sealed, write_atomic, write_output};
+use crate::keys;
+
+fn scope_of(s: ScopeArg) -> Scope {
+    match s {
+        ScopeArg::Strict => Scope::Strict,
+        ScopeArg::NamespaceWide => Scope::NamespaceWide,
+        ScopeArg::ClusterWide => Scope::ClusterWide,
+    }
+}
+
+fn refs(p: &[Arc<dyn KeyProvider>]) -> Vec<&dyn KeyProvider> {
+    p.iter().map(|p| p.as_ref()).collect()
+}
+
+/// Providers for merge/rotate: `--kms` if given, else the keys recorded in the object.
+async fn providers_for(
+    obj: &SealedStorageCred,
+    args: &KeyArgs,
+    keyring: &Keyring,
+) -> Result<Vec<Arc<dyn KeyProvider>>, CliError> {
+    if !args.kms.is_empty() {
+        return keys::sealing_providers(args, keyring).await;
+    }
+    let mut out = Vec::new();
+    for id in seal::recorded_key_ids(obj) {
+        out.push(keyring.provider_for_sealing(&id).await?);
+    }
+    if out.is_empty() {
+        return Err(CliError::new("the object records no key; pass --kms"));
+    }
+    Ok(out)
+}
+
+fn is_json_file(path: &Path) -> bool {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| b.iter().find(|c| !c.is_ascii_whitespace()).copied())
+        == Some(b'{')
+}
+
+/// `sealcred seal`.
+pub async fn seal(args: SealArgs) -> Result<(), CliError> {
+    let mut entries = Entries::default();
+    input::add_literals(&mut entries, &args.from_literal)?;
+    input::add_files(&mut entries, &args.from_file)?;
+    input::add_env_files(&mut entries, &args.from_env_file)?;
+    let no_flags =
+        args.from_literal.is_empty() && args.from_file.is_empty() && args.from_env_file.is_empty();
+    let manifest = match &args.manifest {
+        Some(p) => Some(input::read_manifest(p, &mut entries)?),
+        None if no_flags => {
+            if std::io::stdin().is_terminal() {
+                return Err(CliError::new("nothing to seal").hint(
+                    "give --from-literal KEY=VALUE, --from-file [KEY=]PATH, --from-env-file PATH, or pipe a Secret manifest on stdin",
+                ));
+            }
+            Some(input::read_manifest(Path::new("-"), &mut entries)?)
+        }
+        None => None,
+    }
+    .unwrap_or_default();
+
+    let labels = input::parse_pairs("--label", &args.labels)?;
+    let annotations = input::parse_pairs("--annotation", &args.annotations)?;
+    let keyring = keys::keyring(&args.keys);
+
+    if let Some(target) = &args.merge_into {
+        let existing = read_sealed(target)?;
+        if args.secret_type.is_some()
+            || args.secret_name.is_some()
+            || !labels.is_empty()
+            || !annotations.is_empty()
+            || args
+                .scope
+                .is_some_and(|s| scope_of(s) != existing.spec.scope)
+        {
+            return Err(CliError::new(format!(
+                "--merge-into {}: the Secret template and scope cannot change in a merge (they are authenticated under every data key)",
+                target.display()
+            ))
+            .hint("use `sealcred rotate` after editing, or seal a new object"));
+        }
+        for (flag, given, have) in [
+            ("--name", &args.name, &existing.metadata.name),
+            ("--namespace", &args.namespace, &existing.metadata.namespace),
+        ] {
+            if let Some(g) = given
+                && Some(g) != have.as_ref()
+            {
+                return Err(CliError::new(format!(
+                    "--merge-into {}: {flag} {g:?} differs from the file's {:?}",
+                    target.display(),
+                    have.as_deref().unwrap_or("")
+                )));
+            }
+        }
+        let providers = providers_for(&existing, &args.keys, &keyring).await?;
+        let merged = seal::merge(&existing, &entries.0, &refs(&providers))
+            .await
+            .map_err(|e| CliError::from(e).in_file(target))?;
+        drop(entries);
+        let format = if args.output.output_file.is_none() && is_json_file(target) {
+            Format::Json
+        } else {
+            args.output.format
+        };
+        let text = render_sealed(&merged, format)?;
+        let out = args.output.output_file.as_deref().unwrap_or(target);
+        return write_atomic(out, text.as_bytes());
+    }
+
+    let name = args.name.or(manifest.name).ok_or_else(|| {
+        CliError::new("no name: pass --name, or give a manifest with metadata.name")
+    })?;
+    let scope = scope_of(args.scope.unwrap_or(ScopeArg::Strict));
+    let namespace = args.namespace.or(manifest.namespace);
+    if namespace.is_none() && scope != Scope::ClusterWide {
+        return Err(CliError::new(format!(
+            "no namespace: scope {scope} binds the namespace; pass --namespace (or -n)"
+        )));
+    }
+    let mut all_labels = manifest.labels;
+    all_labels.extend(labels);
+    let mut all_annotations = manifest.annotations;
+    all_annotations.extend(annotations);
+    let template = SecretTemplate {
+        name: args.secret_name,
+        type_: args
+            .secret_type
+            .or(manifest.type_)
+            .unwrap_or_else(|| "Opaque".into()),
+        labels: all_labels,
+        annotations: all_annotations,
+    };
+    let sealed_input = SealInput {
+        name,
+        namespace,
+        scope,
+        template,
+        profile: None,
+        entries: entries.0,
+    };
+    let providers = keys::sealing_providers(&args.keys, &keyring).await?;
+    let obj = seal::seal(&sealed_input, &refs(&providers)).await?;
+    drop(sealed_input);
+    let text = render_sealed(&obj, args.output.format)?;
+    write_output(args.output.output_file.as_deref(), text.as_bytes())
+}
+
+/// `sealcred inspect`.
+pub fn inspect(file: &Path, format: Format) -> Result<(), CliError> {
+    let obj = read_sealed(file)?;
+    let parsed =
+        ParsedSpec::parse(&obj.spec).map_err(|e| CliError::new(e.to_string()).in_file(file))?;
+    let ns = obj.metadata.namespace.clone().unwrap_or_default();
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let secret = parsed.template.name.clone().unwrap_or_else(|| name.clone());
+    let entries: Vec<serde_json::Value> = parsed
+        .entries
+        .iter()
+        .map(|(n, e)| {
+            serde_json::json!({
+                "name": n,
+                "bytes": e.ciphertext.len(),
+                "dataKey": parsed.data_keys[e.data_key].id_b64,
+            })
+        })
+        .collect();
+    let data_keys: Vec<serde_json::Value> = obj
+        .spec
+        .data_keys
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "id": d.id,
+                "sealedAt": d.sealed_at,
+                "entries": d.names.iter().filter(|n| obj.spec.entries.get(*n).is_some_and(|e| e.data_key == d.id)).collect::<Vec<_>>(),
+                "wrappedBy": d.wrappings.iter().map(|w| w.key_id.clone()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let text = match format {
+        Format::Json => {
+            let v = serde_json::json!({
+                "file": file.display().to_string(),
+                "name": name,
+                "namespace": ns,
+                "scope": parsed.scope.as_str(),
+                "secret": {"name": secret, "type": parsed.template.type_, "labels": parsed.template.labels, "annotations": parsed.template.annotations},
+                "profile": parsed.profile,
+                "formatVersion": parsed.version,
+                "suite": parsed.suite,
+                "entries": entries,
+                "dataKeys": data_keys,
+            });
+            serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+        }
+        Format::Yaml => {
+            let mut s = String::new();
+            let bound = match parsed.scope {
+                Scope::Strict => format!("bound to namespace {ns} and name {name}"),
+                Scope::NamespaceWide => format!("bound to namespace {ns}"),
+                Scope::ClusterWide => "not bound to a namespace or name".into(),
+            };
+            s += &format!("{}: SealedStorageCred {ns}/{name}\n", file.display());
+            s += &format!("  scope:    {} ({bound})\n", parsed.scope);
+            s += &format!("  secret:   {secret} (type {})\n", parsed.template.type_);
+            if let Some(p) = &parsed.profile {
+                s += &format!("  profile:  {p}\n");
+            }
+            s += &format!(
+                "  format:   version {}, suite {}\n",
+                parsed.version, parsed.suite
+            );
+            s += &format!("  entries:  {}\n", parsed.entries.len());
+            for (n, e) in &parsed.entries {
+                let dk = parsed.data_keys[e.data_key].id_b64.get(..8).unwrap_or("");
+                s += &format!("    {n}  {} bytes  (data key {dk}…)\n", e.ciphertext.len());
+            }
+            s += &format!("  data keys: {}\n", obj.spec.data_keys.len());
+            for d in &obj.spec.data_keys {
+                s += &format!(
+                    "    {}…  sealed {}\n",
+                    d.id.get(..8).unwrap_or(""),
+                    d.sealed_at.as_deref().unwrap_or("(unknown)")
+                );
+                for w in &d.wrappings {
+                    s += &format!("      wrapped by {}\n", w.key_id);
+                }
+            }
+            s
+        }
+    };
+    write_output(None, text.as_bytes())
+}
+
+/// Renders an opened object as a Secret manifest into a zeroizing buffer.
+/// Strings are written as JSON string literals, which YAML also reads.
+fn render_secret(obj: &SealedStorageCred, opened: &Opened, format: Format) -> Zeroizing<String> {
+    let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let cap: usize = opened
+        .entries
+        .iter()
+        .map(|(k, v)| k.len() + v.len().div_ceil(3) * 4 + 16)
+        .sum::<usize>()
+        + 1024;
+    let mut out = Zeroizing::new(String::with_capacity(cap));
+    let ns = obj.metadata.namespace.as_deref();
+    let t = &opened.template;
+    match format {
+        Format::Json => {
+            out.push_str(
+                "{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"Secret\",\n  \"metadata\": {\n",
+            );
+            out.push_str(&format!("    \"name\": {}", q(&opened.secret_name)));
+            if let Some(ns) = ns {
+                out.push_str(&format!(",\n    \"namespace\": {}", q(ns)));
+            }
+            for (field, map) in [("labels", &t.labels), ("annotations", &t.annotations)] {
+                if !map.is_empty() {
+                    let body: Vec<String> = map
+                        .iter()
+                        .map(|(k, v)| format!("{}: {}", q(k), q(v)))
+                        .collect();
+                    out.push_str(&format!(",\n    \"{field}\": {{{}}}", body.join(", ")));
+                }
+            }
+            out.push_str(&format!(
+                "\n  }},\n  \"type\": {},\n  \"data\": {{",
+                q(&t.type_)
+            ));
+            for (i, (k, v)) in opened.entries.iter().enumerate() {
+                out.push_str(if i == 0 { "\n    " } else { ",\n    " });
+                out.push_str(&q(k));
+                out.push_str(": \"");
+                STANDARD.encode_string(v.expose(), &mut out);
+                out.push('"');
+            }
+            out.push_str("\n  }\n}\n");
+        }
+        Format::Yaml => {
+            out.push_str("apiVersion: v1\nkind: Secret\nmetadata:\n");
+            out.push_str(&format!("  name: {}\n", q(&opened.secret_name)));
+            if let Some(ns) = ns {
+                out.push_str(&format!("  namespace: {}\n", q(ns)));
+            }
+            for (field, map) in [("labels", &t.labels), ("annotations", &t.annotations)] {
+                if !map.is_empty() {
+                    out.push_str(&format!("  {field}:\n"));
+                    for (k, v) in map {
+                        out.push_str(&format!("    {}: {}\n", q(k), q(v)));
+                    }
+                }
+            }
+            out.push_str(&format!("type: {}\ndata:\n", q(&t.type_)));
+            for (k, v) in &opened.entries {
+                out.push_str("  ");
+                out.push_str(&q(k));
+                out.push_str(": ");
+                STANDARD.encode_string(v.expose(), &mut out);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// `sealcred unseal`.
+pub async fn unseal(
+    file: &Path,
+    keys: &KeyArgs,
+    format: Format,
+    output: Option<&Path>,
+) -> Result<(), CliError> {
+    let obj = read_sealed(file)?;
+    let keyring = keys::keyring(keys);
+    let opened = seal::open(&obj, &keyring)
+        .await
+        .map_err(|e| CliError::from(e).in_file(file))?;
+    let text = render_secret(&obj, &opened, format);
+    drop(opened);
+    write_output(output, text.as_bytes())
+}
+
+/// `sealcred verify`.
+pub async fn verify(files: &[std::path::PathBuf], keys: &KeyArgs) -> Result<(), CliError> {
+    let keyring = keys::keyring(keys);
+    let mut failed = 0;
+    for f in files {
+        let result = match read_sealed(f) {
+            Ok(obj) => seal::open(&obj, &keyring)
+                .await
+                .map_err(|e| CliError::from(e).in_file(f)),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(opened) => {
+                let names: Vec<&str> = opened.entries.keys().map(String::as_str).collect();
+                println!(
+                    "ok    {} ({} entries: {})",
+                    f.display(),
+                    names.len(),
+                    names.join(", ")
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                println!("FAIL  {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(CliError::new(format!(
+            "{failed} of {} files failed verification",
+            files.len()
+        )));
+    }
+    Ok(())
+}
+
+/// `sealcred rotate`.
+pub async fn rotate(files: &[std::path::PathBuf], keys: &KeyArgs) -> Result<(), CliError> {
+    let keyring = keys::keyring(keys);
+    let bar = (files.len() > 1 && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(files.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let mut failures = Vec::new();
+    for f in files {
+        if let Some(b) = &bar {
+            b.set_message(f.display().to_string());
+        }
+        let result = async {
+            let obj = read_sealed(f)?;
+            let providers = providers_for(&obj, keys, &keyring).await?;
+            let rotated = seal::rotate(&obj, &keyring, &refs(&providers))
+                .await
+                .map_err(|e| CliError::from(e).in_file(f))?;
+            let format = if is_json_file(f) {
+                Format::Json
+            } else {
+                Format::Yaml
+            };
+            write_atomic(f, render_sealed(&rotated, format)?.as_bytes())
+        }
+        .await;
+        if let Err(e) = result {
+            if let Some(b) = &bar {
+                b.suspend(|| eprintln!("error: {e}"));
+            } else {
+                eprintln!("error: {e}");
+            }
+            failures.push(f.clone());
+        }
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    eprintln!(
+        "rotated {} of {} files{}",
+        files.len() - failures.len(),
+        files.len(),
+        if failures.is_empty() {
+            String::new()
+        } else {
+            format!("; {} failed (left unchanged)", failures.len())
+        }
+    );
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::new(format!(
+            "{} of {} files could not be rotated",
+            failures.len(),
+            files.len()
+        )))
+    }
+}
+
+/// `sealcred keygen`.
+pub fn keygen(path: Option<&Path>) -> Result<(), CliError> {
+    let path = path
+        .map(Path::to_path_buf)
+        .or_else(sealcred_shared::provider::local::default_path)
+        .ok_or_else(|| CliError::new("no key path: pass --output-file"))?;
+    if path.exists() {
+        return Err(CliError::new(format!(
+            "{} already exists; not overwriting it",
+            path.display()
+        )));
+    }
+    let k = sealcred_shared::provider::local::LocalKey::create(&path)?;
+    println!("{} {}", k.key_id(), path.display());
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! Turning `--kms` values into key providers.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sealcred_shared::keyring::{Allowlist, Keyring};
+use sealcred_shared::provider::KeyProvider;
+use sealcred_shared::provider::aws::AwsKms;
+use sealcred_shared::provider::local::{self, LocalKey};
+
+use crate::cli::KeyArgs;
+use crate::error::CliError;
+
+/// Loads the local key at `path` (or the default path). When `create` is set
+/// and the default key does not exist yet, creates it with a notice on stderr.
+pub fn local_key(path: Option<PathBuf>, create: bool) -> Result<LocalKey, CliError> {
+    let explicit = path.is_some();
+    let path = path.or_else(local::default_path).ok_or_else(|| {
+        CliError::new("no local key path: set SEALCRED_LOCAL_KEY or HOME, or pass --kms local:PATH")
+    })?;
+    if !path.exists() && create && !explicit {
+        let k = LocalKey::create(&path)?;
+        eprintln!(
+            "sealcred: created a new local key {} at {} (mode 0600). Back it up: objects sealed with it cannot be opened without it.",
+            k.key_id(),
+            path.display()
+        );
+        return Ok(k);
+    }
+    Ok(LocalKey::load(&path)?)
+}
+
+/// Providers for sealing, from `--kms` (default: the local key, created if missing).
+pub async fn sealing_providers(
+    args: &KeyArgs,
+    keyring: &Keyring,
+) -> Result<Vec<Arc<dyn KeyProvider>>, CliError> {
+    if args.kms.is_empty() {
+        return Ok(vec![Arc::new(local_key(args.local_key.clone(), true)?)]);
+    }
+    let mut out: Vec<Arc<dyn KeyProvider>> = Vec::new();
+    for k in &args.kms {
+        let k = k.trim();
+        if k == "local" {
+            out.push(Arc::new(local_key(args.local_key.clone(), true)?));
+        } else if let Some(p) = k.strip_prefix("local:") {
+            out.push(Arc::new(local_key(Some(PathBuf::from(p)), false)?));
+        } else if k.is_empty() {
+            return Err(CliError::new("--kms: empty key"));
+        } else {
+            out.push(Arc::new(AwsKms::new(keyring.sdk_config().await, k)?));
+        }
+    }
+    Ok(out)
+}
+
+/// A keyring for opening objects: every recorded key may be used (the user
+/// chose the file); local keys from --local-key or a `--kms local:PATH`.
+pub fn keyring(args: &KeyArgs) -> Keyring {
+    let local = args.local_key.clone().or_else(|| {
+        args.kms
+            .iter()
+            .find_map(|k| k.strip_prefix("local:").map(PathBuf::from))
+    });
+    Keyring::new(Allowlist::any(), local)
+}

@@ -1,0 +1,72 @@
+//! `sealcred`: seal storage credentials into git-safe SealedStorageCred resources.
+
+mod cli;
+mod commands;
+mod error;
+mod input;
+mod io;
+mod keys;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use crate::cli::{Cli, Command};
+use crate::error::CliError;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            if let Some(h) = e.hint {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(format!("cannot start the async runtime: {e}")))?;
+    match cli.command {
+        Command::Seal(args) => rt.block_on(commands::seal(*args)),
+        Command::Inspect { file, format } => commands::inspect(&file, format),
+        Command::Unseal { file, keys, output } => rt.block_on(commands::unseal(
+            &file,
+            &keys,
+            output.format,
+            output.output_file.as_deref(),
+        )),
+        Command::Verify { files, keys } => rt.block_on(commands::verify(&files, &keys)),
+        Command::Rotate { files, keys } => rt.block_on(commands::rotate(&files, &keys)),
+        Command::Keygen { output_file } => commands::keygen(output_file.as_deref()),
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "sealcred",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .map_err(|e| CliError::new(format!("cannot render the man page: {e}")))?;
+            io::write_output(None, &out)
+        }
+    }
+}
