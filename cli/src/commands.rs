@@ -364,7 +364,7 @@ pub async fn verify(files: &[std::path::PathBuf], keys: &KeyArgs) -> Result<(), 
             }
             Err(e) => {
                 failed += 1;
-                println!("FAIL  {e}");
+                eprintln!("error: {e}");
             }
         }
     }
