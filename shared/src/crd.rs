@@ -210,7 +210,10 @@ mod tests {
         let crd = SealedStorageCred::crd();
         assert_eq!(crd.spec.group, GROUP);
         assert_eq!(crd.spec.names.kind, KIND);
-        assert_eq!(crd.spec.names.short_names.as_deref(), Some(&["ssc".to_string()][..]));
+        assert_eq!(
+            crd.spec.names.short_names.as_deref(),
+            Some(&["ssc".to_string()][..])
+        );
         let v = &crd.spec.versions[0];
         assert_eq!(v.name, VERSION);
         let cols: Vec<_> = v

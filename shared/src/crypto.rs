@@ -40,9 +40,12 @@ impl DerivedKeys {
         let mut value_key = Zeroizing::new([0u8; 32]);
         let mut header_key = Zeroizing::new([0u8; 32]);
         let mut commitment = [0u8; COMMITMENT_LEN];
-        hk.expand(INFO_VALUE_KEY, &mut value_key[..]).expect("32 bytes is a valid length");
-        hk.expand(INFO_HEADER_KEY, &mut header_key[..]).expect("32 bytes is a valid length");
-        hk.expand(INFO_COMMIT, &mut commitment).expect("32 bytes is a valid length");
+        hk.expand(INFO_VALUE_KEY, &mut value_key[..])
+            .expect("32 bytes is a valid length");
+        hk.expand(INFO_HEADER_KEY, &mut header_key[..])
+            .expect("32 bytes is a valid length");
+        hk.expand(INFO_COMMIT, &mut commitment)
+            .expect("32 bytes is a valid length");
         DerivedKeys {
             value_key,
             header_key,
@@ -73,7 +76,11 @@ impl DerivedKeys {
     }
 
     /// Constant-time check of a stored header tag.
-    pub fn check_header_tag(&self, header: &[u8], stored: &[u8; HEADER_TAG_LEN]) -> Result<(), AuthError> {
+    pub fn check_header_tag(
+        &self,
+        header: &[u8],
+        stored: &[u8; HEADER_TAG_LEN],
+    ) -> Result<(), AuthError> {
         let mut mac = <hmac::Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&self.header_key[..])
             .expect("HMAC takes any key length");
         mac.update(header);
@@ -141,7 +148,10 @@ mod tests {
         let (nonce, ct) = k.seal(b"aad", &pt);
         let (body, tag) = ct.split_at(ct.len() - GCM_TAG_LEN);
         let tag: [u8; 16] = tag.try_into().unwrap();
-        assert_eq!(k.open(b"aad", &nonce, body, &tag).unwrap().expose(), b"hello");
+        assert_eq!(
+            k.open(b"aad", &nonce, body, &tag).unwrap().expose(),
+            b"hello"
+        );
         assert_eq!(k.open(b"aaD", &nonce, body, &tag), Err(AuthError));
         // another data key: commitment differs, value does not open
         let k2 = DerivedKeys::derive(&DataKey::random(), &id);

@@ -363,7 +363,10 @@ impl ParsedSpec {
             let commitment = decode_fixed::<COMMITMENT_LEN>(&f("commitment"), &dk.commitment)?;
             let header_tag = decode_fixed::<HEADER_TAG_LEN>(&f("headerTag"), &dk.header_tag)?;
             if dk.names.is_empty() {
-                return Err(FormatError::Inconsistent(format!("{} is empty", f("names"))));
+                return Err(FormatError::Inconsistent(format!(
+                    "{} is empty",
+                    f("names")
+                )));
             }
             for n in &dk.names {
                 check_entry_name(n)?;
@@ -381,10 +384,17 @@ impl ParsedSpec {
                 )));
             }
             for (j, s) in dk.supersedes.iter().enumerate() {
-                decode_b64(&format!("{}[{j}]", f("supersedes")), s, Some(DATA_KEY_ID_LEN))?;
+                decode_b64(
+                    &format!("{}[{j}]", f("supersedes")),
+                    s,
+                    Some(DATA_KEY_ID_LEN),
+                )?;
             }
             if dk.wrappings.is_empty() {
-                return Err(FormatError::Inconsistent(format!("{} is empty", f("wrappings"))));
+                return Err(FormatError::Inconsistent(format!(
+                    "{} is empty",
+                    f("wrappings")
+                )));
             }
             let mut wrappings = Vec::with_capacity(dk.wrappings.len());
             for (j, w) in dk.wrappings.iter().enumerate() {
@@ -394,8 +404,11 @@ impl ParsedSpec {
                         problem: "empty".into(),
                     });
                 }
-                let ciphertext =
-                    decode_b64(&format!("{}[{j}].ciphertext", f("wrappings")), &w.ciphertext, None)?;
+                let ciphertext = decode_b64(
+                    &format!("{}[{j}].ciphertext", f("wrappings")),
+                    &w.ciphertext,
+                    None,
+                )?;
                 if ciphertext.is_empty() {
                     return Err(FormatError::BadField {
                         field: format!("{}[{j}].ciphertext", f("wrappings")),

@@ -123,7 +123,11 @@ impl Keyring {
         let path = self.local_path.clone().or_else(local::default_path);
         let k = self
             .local
-            .get_or_init(|| async { path.as_deref().and_then(|p| LocalKey::load(p).ok()).map(Arc::new) })
+            .get_or_init(|| async {
+                path.as_deref()
+                    .and_then(|p| LocalKey::load(p).ok())
+                    .map(Arc::new)
+            })
             .await;
         match k {
             Some(k) => Ok(k.clone()),
@@ -162,21 +166,30 @@ impl Keyring {
         } else {
             Err(ProviderError::new(
                 ProviderErrorKind::KeyNotAllowed,
-                format!("unknown key id {key_id:?}: expected an AWS KMS key ARN or local:<fingerprint>"),
+                format!(
+                    "unknown key id {key_id:?}: expected an AWS KMS key ARN or local:<fingerprint>"
+                ),
             ))
         }
     }
 
     /// A provider to seal with for a recorded key id (used by merge and rotate
     /// when no new key is given).
-    pub async fn provider_for_sealing(&self, key_id: &str) -> Result<Arc<dyn KeyProvider>, ProviderError> {
+    pub async fn provider_for_sealing(
+        &self,
+        key_id: &str,
+    ) -> Result<Arc<dyn KeyProvider>, ProviderError> {
         self.provider_for(key_id).await
     }
 
     /// Unwraps a data key, trying its allowed wrappings in order. When all
     /// fail, a transient failure wins (so callers retry), then a ciphertext
     /// failure, then the first error.
-    pub async fn unwrap(&self, binding: &Binding, dk: &ParsedDataKey) -> Result<DataKey, ProviderError> {
+    pub async fn unwrap(
+        &self,
+        binding: &Binding,
+        dk: &ParsedDataKey,
+    ) -> Result<DataKey, ProviderError> {
         let ctx: EncryptionContext = binding.encryption_context();
         let mut errors: Vec<ProviderError> = Vec::new();
         for w in dk.wrappings.iter().filter(|w| self.allow.allows(&w.key_id)) {
@@ -201,7 +214,11 @@ impl Keyring {
         let pick = errors
             .iter()
             .position(|e| e.kind == ProviderErrorKind::Unavailable)
-            .or_else(|| errors.iter().position(|e| e.kind == ProviderErrorKind::InvalidCiphertext))
+            .or_else(|| {
+                errors
+                    .iter()
+                    .position(|e| e.kind == ProviderErrorKind::InvalidCiphertext)
+            })
             .unwrap_or(0);
         let mut e = if errors.is_empty() {
             ProviderError::new(ProviderErrorKind::KeyNotAllowed, "no allowed wrapping")
@@ -226,7 +243,10 @@ mod tests {
 
     #[test]
     fn allowlist_matching() {
-        let a = Allowlist::only(["arn:aws:kms:eu-west-1:1:key/*".to_string(), "local:abcd".to_string()]);
+        let a = Allowlist::only([
+            "arn:aws:kms:eu-west-1:1:key/*".to_string(),
+            "local:abcd".to_string(),
+        ]);
         assert!(a.allows("arn:aws:kms:eu-west-1:1:key/x"));
         assert!(!a.allows("arn:aws:kms:eu-west-1:2:key/x"));
         assert!(a.allows("local:abcd"));

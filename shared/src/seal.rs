@@ -122,11 +122,18 @@ fn check_entries(entries: &BTreeMap<String, SecretBytes>) -> Result<(), Error> {
 }
 
 fn binding_of(meta: &ObjectMeta, scope: Scope) -> Result<Binding, Error> {
-    Ok(Binding::new(scope, meta.namespace.as_deref(), meta.name.as_deref())?)
+    Ok(Binding::new(
+        scope,
+        meta.namespace.as_deref(),
+        meta.name.as_deref(),
+    )?)
 }
 
 fn now_rfc3339() -> String {
-    jiff::Timestamp::now().round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default()
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }
 
 /// Makes one data key, wraps it under every provider (the first generates it),
@@ -219,7 +226,10 @@ fn seal_with_key(
 
 /// Seals a new object under a fresh data key from the first provider, wrapped
 /// also under the others (any one of them can unseal).
-pub async fn seal(input: &SealInput, providers: &[&dyn KeyProvider]) -> Result<SealedStorageCred, Error> {
+pub async fn seal(
+    input: &SealInput,
+    providers: &[&dyn KeyProvider],
+) -> Result<SealedStorageCred, Error> {
     format::check_object_name("name", &input.name)?;
     if let Some(ns) = &input.namespace {
         format::check_object_name("namespace", ns)?;
@@ -242,7 +252,8 @@ pub async fn seal(input: &SealInput, providers: &[&dyn KeyProvider]) -> Result<S
     );
     obj.metadata.namespace = input.namespace.clone();
     let binding = binding_of(&obj.metadata, input.scope)?;
-    let (group, entries) = seal_group(&obj.spec, &binding, providers, &input.entries, Vec::new()).await?;
+    let (group, entries) =
+        seal_group(&obj.spec, &binding, providers, &input.entries, Vec::new()).await?;
     obj.spec.data_keys.push(group);
     obj.spec.entries = entries;
     Ok(obj)
@@ -260,7 +271,8 @@ pub async fn merge(
     check_entries(entries)?;
     let binding = binding_of(&existing.metadata, parsed.scope)?;
     let supersedes: Vec<String> = parsed.data_keys.iter().map(|d| d.id_b64.clone()).collect();
-    let (group, sealed) = seal_group(&existing.spec, &binding, providers, entries, supersedes).await?;
+    let (group, sealed) =
+        seal_group(&existing.spec, &binding, providers, entries, supersedes).await?;
     let mut out = existing.clone();
     out.status = None;
     for (name, e) in sealed {
@@ -322,10 +334,11 @@ fn verify_data_key(
 ) -> Result<DerivedKeys, Error> {
     let dk = &parsed.data_keys[i];
     let keys = DerivedKeys::derive(data_key, &dk.id);
-    keys.check_commitment(&dk.commitment).map_err(|_| Error::HeaderAuth {
-        id: dk.id_b64.clone(),
-        what: "key commitment",
-    })?;
+    keys.check_commitment(&dk.commitment)
+        .map_err(|_| Error::HeaderAuth {
+            id: dk.id_b64.clone(),
+            what: "key commitment",
+        })?;
     keys.check_header_tag(&parsed.header_bytes(binding, i), &dk.header_tag)
         .map_err(|_| Error::HeaderAuth {
             id: dk.id_b64.clone(),
@@ -345,7 +358,8 @@ pub async fn rotate(
     let mut out = obj.clone();
     out.status = None;
     let binding = binding_of(&obj.metadata, obj.spec.scope)?;
-    let (group, entries) = seal_group(&obj.spec, &binding, providers, &opened.entries, Vec::new()).await?;
+    let (group, entries) =
+        seal_group(&obj.spec, &binding, providers, &opened.entries, Vec::new()).await?;
     out.spec.data_keys = vec![group];
     out.spec.entries = entries;
     Ok(out)

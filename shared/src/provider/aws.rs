@@ -69,7 +69,9 @@ impl AwsKms {
         let region = conf.region().map(|r| r.to_string()).ok_or_else(|| {
             ProviderError::new(
                 ProviderErrorKind::Other,
-                format!("no AWS region for KMS key {key}: set AWS_REGION or give the key as an ARN"),
+                format!(
+                    "no AWS region for KMS key {key}: set AWS_REGION or give the key as an ARN"
+                ),
             )
         })?;
         Ok(AwsKms {
@@ -125,7 +127,8 @@ impl AwsKms {
                 };
                 // Walk the source chain for the root cause (no secrets in transport errors).
                 let mut cause = String::new();
-                let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&err);
+                let mut src: Option<&(dyn std::error::Error + 'static)> =
+                    std::error::Error::source(&err);
                 while let Some(s) = src {
                     cause = s.to_string();
                     src = s.source();
@@ -136,7 +139,10 @@ impl AwsKms {
                 ProviderErrorKind::Unavailable,
                 "unexpected response from the KMS endpoint".to_string(),
             ),
-            _ => (ProviderErrorKind::Other, "request could not be built".to_string()),
+            _ => (
+                ProviderErrorKind::Other,
+                "request could not be built".to_string(),
+            ),
         };
         let hint = match kind {
             ProviderErrorKind::AccessDenied => {
@@ -146,7 +152,9 @@ impl AwsKms {
                 " — the object's namespace/name/scope differ from when it was sealed, or it was tampered with"
             }
             ProviderErrorKind::NotFound => " — check the key id/alias, the account and AWS_REGION",
-            ProviderErrorKind::Unavailable => " — KMS endpoint unreachable or throttling; retry later",
+            ProviderErrorKind::Unavailable => {
+                " — KMS endpoint unreachable or throttling; retry later"
+            }
             _ => "",
         };
         ProviderError::new(
@@ -178,7 +186,10 @@ impl KeyProvider for AwsKms {
         super::is_aws_key_id(key_id)
     }
 
-    async fn generate_data_key(&self, ctx: &EncryptionContext) -> Result<GeneratedKey, ProviderError> {
+    async fn generate_data_key(
+        &self,
+        ctx: &EncryptionContext,
+    ) -> Result<GeneratedKey, ProviderError> {
         let out = self
             .client
             .generate_data_key()
@@ -189,12 +200,19 @@ impl KeyProvider for AwsKms {
             .await
             .map_err(|e| self.error("GenerateDataKey", &self.key, e))?;
         let key_id = out.key_id.clone().unwrap_or_else(|| self.key.clone());
-        let ciphertext = out.ciphertext_blob.clone().map(Blob::into_inner).unwrap_or_default();
+        let ciphertext = out
+            .ciphertext_blob
+            .clone()
+            .map(Blob::into_inner)
+            .unwrap_or_default();
         let key = take_key(out.plaintext, "GenerateDataKey", &self.key)?;
         if ciphertext.is_empty() {
             return Err(ProviderError::new(
                 ProviderErrorKind::Other,
-                format!("AWS KMS GenerateDataKey with key {} returned no ciphertext", self.key),
+                format!(
+                    "AWS KMS GenerateDataKey with key {} returned no ciphertext",
+                    self.key
+                ),
             ));
         }
         Ok(GeneratedKey {
@@ -204,7 +222,11 @@ impl KeyProvider for AwsKms {
         })
     }
 
-    async fn wrap(&self, key: &DataKey, ctx: &EncryptionContext) -> Result<(String, Vec<u8>), ProviderError> {
+    async fn wrap(
+        &self,
+        key: &DataKey,
+        ctx: &EncryptionContext,
+    ) -> Result<(String, Vec<u8>), ProviderError> {
         let out = self
             .client
             .encrypt()
@@ -215,7 +237,10 @@ impl KeyProvider for AwsKms {
             .await
             .map_err(|e| self.error("Encrypt", &self.key, e))?;
         let key_id = out.key_id.unwrap_or_else(|| self.key.clone());
-        let ct = out.ciphertext_blob.map(Blob::into_inner).unwrap_or_default();
+        let ct = out
+            .ciphertext_blob
+            .map(Blob::into_inner)
+            .unwrap_or_default();
         Ok((key_id, ct))
     }
 

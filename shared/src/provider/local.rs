@@ -46,9 +46,12 @@ pub fn default_path() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("XDG_CONFIG_HOME").filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p).join("sealcred").join("local.key"));
     }
-    std::env::var_os("HOME")
-        .filter(|p| !p.is_empty())
-        .map(|h| PathBuf::from(h).join(".config").join("sealcred").join("local.key"))
+    std::env::var_os("HOME").filter(|p| !p.is_empty()).map(|h| {
+        PathBuf::from(h)
+            .join(".config")
+            .join("sealcred")
+            .join("local.key")
+    })
 }
 
 impl LocalKey {
@@ -60,15 +63,22 @@ impl LocalKey {
                 path.display()
             ))
         })?);
-        let b64 = text
-            .trim()
-            .strip_prefix(FILE_PREFIX)
-            .ok_or_else(|| other(format!("{} is not a sealcred local key file", path.display())))?;
-        let bytes = Zeroizing::new(STANDARD.decode(b64).map_err(|_| {
-            other(format!("{}: the key is not valid base64", path.display()))
-        })?);
+        let b64 = text.trim().strip_prefix(FILE_PREFIX).ok_or_else(|| {
+            other(format!(
+                "{} is not a sealcred local key file",
+                path.display()
+            ))
+        })?;
+        let bytes = Zeroizing::new(
+            STANDARD
+                .decode(b64)
+                .map_err(|_| other(format!("{}: the key is not valid base64", path.display())))?,
+        );
         let key = DataKey::from_slice(&bytes).ok_or_else(|| {
-            other(format!("{}: the key must be {DATA_KEY_LEN} bytes", path.display()))
+            other(format!(
+                "{}: the key must be {DATA_KEY_LEN} bytes",
+                path.display()
+            ))
         })?;
         Ok(LocalKey {
             key_id: fingerprint(&key),
@@ -96,9 +106,9 @@ impl LocalKey {
         opts.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(path).map_err(|e| {
-            other(format!("cannot create local key {}: {e}", path.display()))
-        })?;
+        let mut f = opts
+            .open(path)
+            .map_err(|e| other(format!("cannot create local key {}: {e}", path.display())))?;
         f.write_all(line.as_bytes())
             .and_then(|_| f.sync_all())
             .map_err(|e| other(format!("cannot write local key {}: {e}", path.display())))?;
@@ -140,7 +150,11 @@ impl LocalKey {
         out.extend_from_slice(key.expose());
         let tag = self
             .cipher()
-            .encrypt_inout_detached(&Nonce::from(nonce), &self.aad(ctx), (&mut out[NONCE_LEN..]).into())
+            .encrypt_inout_detached(
+                &Nonce::from(nonce),
+                &self.aad(ctx),
+                (&mut out[NONCE_LEN..]).into(),
+            )
             .expect("32-byte plaintext");
         out.extend_from_slice(&tag);
         out
@@ -167,7 +181,10 @@ impl KeyProvider for LocalKey {
         key_id == self.key_id
     }
 
-    async fn generate_data_key(&self, ctx: &EncryptionContext) -> Result<GeneratedKey, ProviderError> {
+    async fn generate_data_key(
+        &self,
+        ctx: &EncryptionContext,
+    ) -> Result<GeneratedKey, ProviderError> {
         let key = DataKey::random();
         let ciphertext = self.wrap_key(&key, ctx);
         Ok(GeneratedKey {
@@ -177,7 +194,11 @@ impl KeyProvider for LocalKey {
         })
     }
 
-    async fn wrap(&self, key: &DataKey, ctx: &EncryptionContext) -> Result<(String, Vec<u8>), ProviderError> {
+    async fn wrap(
+        &self,
+        key: &DataKey,
+        ctx: &EncryptionContext,
+    ) -> Result<(String, Vec<u8>), ProviderError> {
         Ok((self.key_id.clone(), self.wrap_key(key, ctx)))
     }
 
@@ -239,7 +260,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         assert!(LocalKey::create(&p).is_err(), "never overwrites");
         let k2 = LocalKey::load(&p).unwrap();
@@ -250,7 +274,11 @@ mod tests {
         let back = k2.unwrap(&g.key_id, &g.ciphertext, &ctx).await.unwrap();
         assert_eq!(back.expose(), g.key.expose());
         ctx.insert("a".into(), "c".into());
-        let e = k2.unwrap(&g.key_id, &g.ciphertext, &ctx).await.err().unwrap();
+        let e = k2
+            .unwrap(&g.key_id, &g.ciphertext, &ctx)
+            .await
+            .err()
+            .unwrap();
         assert_eq!(e.kind, ProviderErrorKind::InvalidCiphertext);
     }
 }

@@ -87,7 +87,10 @@ pub trait KeyProvider: Send + Sync {
     fn handles(&self, key_id: &str) -> bool;
 
     /// A fresh 256-bit data key, wrapped under this provider's key with `ctx`.
-    async fn generate_data_key(&self, ctx: &EncryptionContext) -> Result<GeneratedKey, ProviderError>;
+    async fn generate_data_key(
+        &self,
+        ctx: &EncryptionContext,
+    ) -> Result<GeneratedKey, ProviderError>;
 
     /// Wraps an existing data key (for a second wrapping, or rotate --add-kms).
     /// Returns the key id to record and the wrapped key.
