@@ -120,7 +120,10 @@ fn kms_alias_records_the_key_arn() {
     let alias = d.env.alias().to_string();
     ok(&d.seal("s.yaml", "flyte", &[&alias]));
     let sealed = std::fs::read_to_string(d.path("s.yaml")).unwrap();
-    assert!(sealed.contains(&format!("keyId: {}", d.env.key_arn())), "{sealed}");
+    assert!(
+        sealed.contains(&format!("keyId: {}", d.env.key_arn())),
+        "{sealed}"
+    );
     ok(&d.run(&["verify", "s.yaml"]));
 }
 
@@ -129,7 +132,11 @@ fn kms_wrong_encryption_context_is_rejected_by_kms() {
     let d = Dir::new();
     ok(&d.seal("s.yaml", "flyte", &[d.env.key_arn()]));
     let s = std::fs::read_to_string(d.path("s.yaml")).unwrap();
-    std::fs::write(d.path("s.yaml"), s.replace("namespace: flyte", "namespace: other")).unwrap();
+    std::fs::write(
+        d.path("s.yaml"),
+        s.replace("namespace: flyte", "namespace: other"),
+    )
+    .unwrap();
     fails(&d.run(&["unseal", "s.yaml"]), "InvalidCiphertextException");
 }
 
@@ -139,7 +146,13 @@ fn kms_merge_and_rotate_to_a_new_key() {
     let old = d.env.key_arn().to_string();
     ok(&d.seal("s.yaml", "flyte", &[&old]));
     let before = std::fs::read_to_string(d.path("s.yaml")).unwrap();
-    ok(&d.run(&["seal", "--merge-into", "s.yaml", "--from-literal", "region=us-east-1"]));
+    ok(&d.run(&[
+        "seal",
+        "--merge-into",
+        "s.yaml",
+        "--from-literal",
+        "region=us-east-1",
+    ]));
     let merged = std::fs::read_to_string(d.path("s.yaml")).unwrap();
     for line in before.lines() {
         assert!(merged.contains(line), "changed by merge: {line}");
@@ -150,7 +163,10 @@ fn kms_merge_and_rotate_to_a_new_key() {
     ok(&d.run(&["rotate", "s.yaml", "--kms", &new]));
     let rotated = std::fs::read_to_string(d.path("s.yaml")).unwrap();
     assert!(rotated.contains(&new));
-    assert!(!rotated.contains(&old), "re-keying left a reference to the old key");
+    assert!(
+        !rotated.contains(&old),
+        "re-keying left a reference to the old key"
+    );
     let out = ok(&d.run(&["verify", "s.yaml"]));
     assert!(out.contains("3 entries"));
 }
@@ -171,7 +187,9 @@ fn kms_two_wrapping_keys_are_recorded_and_authenticated() {
         .nth(1)
         .unwrap()
         .to_string();
-    let broken = first_ct.replace("ciphertext: A", "ciphertext: B").replace("ciphertext: ", "ciphertext: A");
+    let broken = first_ct
+        .replace("ciphertext: A", "ciphertext: B")
+        .replace("ciphertext: ", "ciphertext: A");
     std::fs::write(d.path("s.yaml"), sealed.replace(&first_ct, &broken)).unwrap();
     // The header tag covers the wrappings, so a modified wrapping must fail closed.
     assert!(!d.run(&["verify", "s.yaml"]).status.success());
@@ -185,7 +203,17 @@ fn kms_unreachable_endpoint_is_a_clear_error() {
     let mut c = d.cmd();
     c.env("AWS_ENDPOINT_URL_KMS", "http://127.0.0.1:9");
     let o = c
-        .args(["seal", "--name", "a", "-n", "b", "--from-literal", &format!("k={CANARY}"), "--kms", d.env.key_arn()])
+        .args([
+            "seal",
+            "--name",
+            "a",
+            "-n",
+            "b",
+            "--from-literal",
+            &format!("k={CANARY}"),
+            "--kms",
+            d.env.key_arn(),
+        ])
         .output()
         .unwrap();
     fails(&o, "connection failed");
@@ -198,7 +226,17 @@ fn kms_wrong_region_is_a_clear_error() {
     let mut c = d.cmd();
     c.env("AWS_REGION", "eu-west-3");
     let o = c
-        .args(["seal", "--name", "a", "-n", "b", "--from-literal", "k=v", "--kms", d.env.alias()])
+        .args([
+            "seal",
+            "--name",
+            "a",
+            "-n",
+            "b",
+            "--from-literal",
+            "k=v",
+            "--kms",
+            d.env.alias(),
+        ])
         .output()
         .unwrap();
     fails(&o, "in eu-west-3 failed: NotFoundException");
@@ -207,6 +245,16 @@ fn kms_wrong_region_is_a_clear_error() {
 #[test]
 fn kms_unknown_key_is_a_clear_error() {
     let d = Dir::new();
-    let o = d.run(&["seal", "--name", "a", "-n", "b", "--from-literal", "k=v", "--kms", "alias/does-not-exist"]);
+    let o = d.run(&[
+        "seal",
+        "--name",
+        "a",
+        "-n",
+        "b",
+        "--from-literal",
+        "k=v",
+        "--kms",
+        "alias/does-not-exist",
+    ]);
     fails(&o, "NotFoundException");
 }

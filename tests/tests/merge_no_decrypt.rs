@@ -28,14 +28,26 @@ impl KeyProvider for Counting {
     fn handles(&self, key_id: &str) -> bool {
         self.inner.handles(key_id)
     }
-    async fn generate_data_key(&self, ctx: &EncryptionContext) -> Result<GeneratedKey, ProviderError> {
+    async fn generate_data_key(
+        &self,
+        ctx: &EncryptionContext,
+    ) -> Result<GeneratedKey, ProviderError> {
         self.generate.fetch_add(1, Ordering::SeqCst);
         self.inner.generate_data_key(ctx).await
     }
-    async fn wrap(&self, key: &DataKey, ctx: &EncryptionContext) -> Result<(String, Vec<u8>), ProviderError> {
+    async fn wrap(
+        &self,
+        key: &DataKey,
+        ctx: &EncryptionContext,
+    ) -> Result<(String, Vec<u8>), ProviderError> {
         self.inner.wrap(key, ctx).await
     }
-    async fn unwrap(&self, key_id: &str, ct: &[u8], ctx: &EncryptionContext) -> Result<DataKey, ProviderError> {
+    async fn unwrap(
+        &self,
+        key_id: &str,
+        ct: &[u8],
+        ctx: &EncryptionContext,
+    ) -> Result<DataKey, ProviderError> {
         self.unwrap.fetch_add(1, Ordering::SeqCst);
         self.inner.unwrap(key_id, ct, ctx).await
     }
@@ -78,16 +90,24 @@ async fn merge_makes_no_decrypt_call_and_keeps_entries_byte_identical() {
     let obj = seal::seal(&input, &[&p]).await.unwrap();
     assert_eq!(p.generate.load(Ordering::SeqCst), 1);
 
-    let merged = seal::merge(&obj, &entries(&[("secret_key", "b2"), ("region", "r")]), &[&p])
-        .await
-        .unwrap();
+    let merged = seal::merge(
+        &obj,
+        &entries(&[("secret_key", "b2"), ("region", "r")]),
+        &[&p],
+    )
+    .await
+    .unwrap();
     assert_eq!(p.unwrap.load(Ordering::SeqCst), 0, "merge called Decrypt");
     assert_eq!(p.generate.load(Ordering::SeqCst), 2);
-    assert_eq!(merged.spec.entries["access_key"], obj.spec.entries["access_key"]);
+    assert_eq!(
+        merged.spec.entries["access_key"],
+        obj.spec.entries["access_key"]
+    );
     assert_eq!(merged.spec.data_keys[0], obj.spec.data_keys[0]);
     assert_eq!(merged.spec.data_keys.len(), 2);
 
-    let keyring = Keyring::new(Allowlist::only([env.key_arn().to_string()]), None).with_sdk_config(sdk);
+    let keyring =
+        Keyring::new(Allowlist::only([env.key_arn().to_string()]), None).with_sdk_config(sdk);
     let opened = seal::open(&merged, &keyring).await.unwrap();
     assert_eq!(opened.entries["secret_key"].expose(), b"b2");
     assert_eq!(opened.entries["access_key"].expose(), b"a");
