@@ -436,13 +436,11 @@ fn bad_swapped_data_key() {
     let b = env.seal_flyte("b.yaml");
     let wrapped = |p: &Path| {
         let s = std::fs::read_to_string(p).unwrap();
-        let l = s
-            .lines()
+        s.lines()
             .skip_while(|l| !l.contains("keyId:"))
             .nth(1)
             .unwrap()
-            .to_string();
-        l
+            .to_string()
     };
     let (wa, wb) = (wrapped(&a), wrapped(&b));
     edit(&a, &wa, &wb);
