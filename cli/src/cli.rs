@@ -172,8 +172,74 @@ pub struct SealArgs {
     /// is rewritten in place unless --output-file is given.
     #[arg(long, value_name = "FILE")]
     pub merge_into: Option<PathBuf>,
+    /// Render the Secret a known consumer reads from typed inputs, instead of
+    /// raw keys: flyte-core, flyte-binary, flyte-task-env, aws-env (see docs/flyte.md).
+    #[arg(long, value_name = "PROFILE", value_parser = parse_profile, help_heading = "Profiles",
+          conflicts_with_all = ["from_literal", "from_file", "from_env_file", "manifest"])]
+    pub profile: Option<String>,
+    /// Access key id (not secret).
+    #[arg(
+        long,
+        value_name = "ID",
+        requires = "profile",
+        help_heading = "Profiles"
+    )]
+    pub access_key_id: Option<String>,
+    /// Read the secret access key from stdin (never pass it as an argument).
+    #[arg(
+        long,
+        requires = "profile",
+        conflicts_with = "secret_access_key_file",
+        help_heading = "Profiles"
+    )]
+    pub secret_access_key_stdin: bool,
+    /// Read the secret access key from a file.
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "profile",
+        help_heading = "Profiles"
+    )]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Bucket (flyte-core, flyte-binary: the metadata container).
+    #[arg(long, requires = "profile", help_heading = "Profiles")]
+    pub bucket: Option<String>,
+    /// Region of the bucket.
+    #[arg(long, requires = "profile", help_heading = "Profiles")]
+    pub region: Option<String>,
+    /// S3-compatible endpoint URL (MinIO, ...); http:// also sets disable-ssl.
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "profile",
+        help_heading = "Profiles"
+    )]
+    pub endpoint: Option<String>,
+    /// Take the access key, secret key, session token and region from this
+    /// profile of the AWS shared credentials/config files; flags override.
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "profile",
+        help_heading = "Profiles"
+    )]
+    pub from_aws_profile: Option<String>,
     #[command(flatten)]
     pub keys: KeyArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+fn parse_profile(s: &str) -> Result<String, String> {
+    match crate::profile::find(s) {
+        Some(p) => Ok(p.name.to_string()),
+        None => Err(format!(
+            "unknown profile; known profiles:\n{}",
+            crate::profile::PROFILES
+                .iter()
+                .map(|p| format!("  {:<15} {}", p.name, p.about))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )),
+    }
 }

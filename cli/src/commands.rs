@@ -1,5 +1,6 @@
 //! The subcommands.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use sealcred_shared::format::ParsedSpec;
 use sealcred_shared::keyring::Keyring;
 use sealcred_shared::provider::KeyProvider;
 use sealcred_shared::seal::{self, Opened, SealInput};
+use sealcred_shared::secret::SecretBytes;
 use zeroize::Zeroizing;
 
 use crate::cli::{Format, KeyArgs, ScopeArg, SealArgs};
@@ -18,6 +20,7 @@ use crate::error::CliError;
 use crate::input::{self, Entries};
 use crate::io::{read_sealed, render_sealed, write_atomic, write_output};
 use crate::keys;
+use crate::profile;
 
 fn scope_of(s: ScopeArg) -> Scope {
     match s {
@@ -67,6 +70,10 @@ pub async fn seal(args: SealArgs) -> Result<(), CliError> {
         args.from_literal.is_empty() && args.from_file.is_empty() && args.from_env_file.is_empty();
     let manifest = match &args.manifest {
         Some(p) => Some(input::read_manifest(p, &mut entries)?),
+        None if args.profile.is_some() => {
+            entries.0 = profile_entries(&args)?;
+            None
+        }
         None if no_flags => {
             if std::io::stdin().is_terminal() {
                 return Err(CliError::new("nothing to seal").hint(
@@ -156,7 +163,7 @@ pub async fn seal(args: SealArgs) -> Result<(), CliError> {
         namespace,
         scope,
         template,
-        profile: None,
+        profile: args.profile.clone(),
         entries: entries.0,
     };
     let providers = keys::sealing_providers(&args.keys, &keyring).await?;
@@ -164,6 +171,47 @@ pub async fn seal(args: SealArgs) -> Result<(), CliError> {
     drop(sealed_input);
     let text = render_sealed(&obj, args.output.format)?;
     write_output(args.output.output_file.as_deref(), text.as_bytes())
+}
+
+/// Validates the typed profile inputs and renders the profile's keys.
+fn profile_entries(args: &SealArgs) -> Result<BTreeMap<String, SecretBytes>, CliError> {
+    let name = args.profile.as_deref().unwrap_or_default();
+    let p =
+        profile::find(name).ok_or_else(|| CliError::new(format!("unknown profile {name:?}")))?;
+    let mut i = profile::Inputs {
+        access_key_id: args
+            .access_key_id
+            .as_deref()
+            .map(|a| SecretBytes::copy_from(a.as_bytes())),
+        bucket: args.bucket.clone(),
+        region: args.region.clone(),
+        ..Default::default()
+    };
+    if let Some(a) = &args.access_key_id
+        && (a.is_empty() || !a.bytes().all(|c| c.is_ascii_alphanumeric()))
+    {
+        return Err(CliError::new(
+            "--access-key-id: expected letters and digits only",
+        ));
+    }
+    if args.secret_access_key_stdin {
+        i.secret_access_key = Some(profile::secret_from_stdin()?);
+    } else if let Some(f) = &args.secret_access_key_file {
+        i.secret_access_key = Some(profile::secret_from_file(f)?);
+    }
+    if let Some(e) = &args.endpoint {
+        i.endpoint = Some(profile::check_endpoint(e)?);
+    }
+    if let Some(aws) = &args.from_aws_profile {
+        profile::from_aws_profile(aws, &mut i)?;
+    }
+    if let Some(b) = &i.bucket {
+        profile::check_bucket(b)?;
+    }
+    if let Some(r) = &i.region {
+        profile::check_region(r)?;
+    }
+    p.render(&i)
 }
 
 /// `sealcred inspect`.

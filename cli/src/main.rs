@@ -6,6 +6,7 @@ mod error;
 mod input;
 mod io;
 mod keys;
+mod profile;
 
 use std::process::ExitCode;
 
