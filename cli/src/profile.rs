@@ -127,12 +127,6 @@ pub const PROFILES: &[Profile] = &[
     },
 ];
 
-/// Names of all profiles (for clap's value parser).
-#[cfg(test)]
-pub fn names() -> Vec<&'static str> {
-    PROFILES.iter().map(|p| p.name).collect()
-}
-
 /// Finds a profile by name.
 pub fn find(name: &str) -> Option<&'static Profile> {
     PROFILES.iter().find(|p| p.name == name)
