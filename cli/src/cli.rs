@@ -107,15 +107,10 @@ pub enum Command {
         #[command(flatten)]
         keys: KeyArgs,
     },
-    /// Re-encrypt each file under a fresh data key (optionally new KMS keys),
-    /// rewriting it atomically.
-    Rotate {
-        /// Sealed files.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        #[command(flatten)]
-        keys: KeyArgs,
-    },
+    /// Re-encrypt each file under a fresh data key (with --kms, under new
+    /// keys), or with --add-kms/--remove-kms change only the wrapping keys;
+    /// each file is rewritten atomically.
+    Rotate(RotateArgs),
     /// Create a local key file (mode 0600) for development and offline use.
     Keygen {
         /// Where to write the key (default: ~/.config/sealcred/local.key).
@@ -129,6 +124,26 @@ pub enum Command {
     },
     /// Print the man page (roff).
     Man,
+}
+
+/// `sealcred rotate` arguments.
+#[derive(Args, Debug)]
+pub struct RotateArgs {
+    /// Sealed files (directories with --recursive).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Walk directories for SealedStorageCred files (*.yaml, *.yml, *.json).
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    /// Wrap every data key also under this key (values are not re-encrypted;
+    /// needs one working existing key). Repeatable.
+    #[arg(long = "add-kms", value_name = "KEY")]
+    pub add_kms: Vec<String>,
+    /// Remove the wrapping by this key id (as `sealcred inspect` shows it). Repeatable.
+    #[arg(long = "remove-kms", value_name = "KEY_ID")]
+    pub remove_kms: Vec<String>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
 }
 
 /// `sealcred seal` arguments.

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine;
@@ -15,12 +15,13 @@ use sealcred_shared::seal::{self, Opened, SealInput};
 use sealcred_shared::secret::SecretBytes;
 use zeroize::Zeroizing;
 
-use crate::cli::{Format, KeyArgs, ScopeArg, SealArgs};
+use crate::cli::{Format, KeyArgs, RotateArgs, ScopeArg, SealArgs};
 use crate::error::CliError;
 use crate::input::{self, Entries};
 use crate::io::{read_sealed, render_sealed, write_atomic, write_output};
 use crate::keys;
 use crate::profile;
+use crate::rules;
 
 fn scope_of(s: ScopeArg) -> Scope {
     match s {
@@ -34,14 +35,16 @@ fn refs(p: &[Arc<dyn KeyProvider>]) -> Vec<&dyn KeyProvider> {
     p.iter().map(|p| p.as_ref()).collect()
 }
 
-/// Providers for merge/rotate: `--kms` if given, else the keys recorded in the object.
+/// Providers for merge/rotate: `--kms` if given, else the matching creation
+/// rule's keys, else the keys recorded in the object.
 async fn providers_for(
     obj: &SealedStorageCred,
     args: &KeyArgs,
+    lookup: &rules::Lookup,
     keyring: &Keyring,
 ) -> Result<Vec<Arc<dyn KeyProvider>>, CliError> {
-    if !args.kms.is_empty() {
-        return keys::sealing_providers(args, keyring).await;
+    if let Some(list) = rules::resolve_keys(&args.kms, lookup, true)? {
+        return keys::providers(&list, args, keyring).await;
     }
     let mut out = Vec::new();
     for id in seal::recorded_key_ids(obj) {
@@ -88,7 +91,7 @@ pub async fn seal(args: SealArgs) -> Result<(), CliError> {
 
     let labels = input::parse_pairs("--label", &args.labels)?;
     let annotations = input::parse_pairs("--annotation", &args.annotations)?;
-    let keyring = keys::keyring(&args.keys);
+    let keyring = keys::keyring(&args.keys, &[]);
 
     if let Some(target) = &args.merge_into {
         let existing = read_sealed(target)?;
@@ -99,6 +102,7 @@ pub async fn seal(args: SealArgs) -> Result<(), CliError> {
             || args
                 .scope
                 .is_some_and(|s| scope_of(s) != existing.spec.scope)
+            || (args.profile.is_some() && args.profile != existing.spec.profile)
         {
             return Err(CliError::new(format!(
                 "--merge-into {}: the Secret template and scope cannot change in a merge (they are authenticated under every data key)",
@@ -120,7 +124,9 @@ pub async fn seal(args: SealArgs) -> Result<(), CliError> {
                 )));
             }
         }
-        let providers = providers_for(&existing, &args.keys, &keyring).await?;
+        let lookup = rules::lookup(args.output.output_file.as_deref().unwrap_or(target))?;
+        announce(&lookup);
+        let providers = providers_for(&existing, &args.keys, &lookup, &keyring).await?;
         let merged = seal::merge(&existing, &entries.0, &refs(&providers))
             .await
             .map_err(|e| CliError::from(e).in_file(target))?;
@@ -135,11 +141,25 @@ pub async fn seal(args: SealArgs) -> Result<(), CliError> {
         return write_atomic(out, text.as_bytes());
     }
 
+    let lookup = rules::lookup(args.output.output_file.as_deref().unwrap_or(Path::new(".")))?;
+    let key_list = rules::resolve_keys(&args.keys.kms, &lookup, false)?.unwrap_or_default();
+    announce(&lookup);
+    let rule = match &lookup {
+        rules::Lookup::Matched(r) => Some(r),
+        _ => None,
+    };
     let name = args.name.or(manifest.name).ok_or_else(|| {
         CliError::new("no name: pass --name, or give a manifest with metadata.name")
     })?;
-    let scope = scope_of(args.scope.unwrap_or(ScopeArg::Strict));
-    let namespace = args.namespace.or(manifest.namespace);
+    let scope = args
+        .scope
+        .map(scope_of)
+        .or(rule.and_then(|r| r.scope))
+        .unwrap_or(Scope::Strict);
+    let namespace = args
+        .namespace
+        .or(manifest.namespace)
+        .or(rule.and_then(|r| r.namespace.clone()));
     if namespace.is_none() && scope != Scope::ClusterWide {
         return Err(CliError::new(format!(
             "no namespace: scope {scope} binds the namespace; pass --namespace (or -n)"
@@ -166,11 +186,22 @@ pub async fn seal(args: SealArgs) -> Result<(), CliError> {
         profile: args.profile.clone(),
         entries: entries.0,
     };
-    let providers = keys::sealing_providers(&args.keys, &keyring).await?;
+    let providers = keys::providers(&key_list, &args.keys, &keyring).await?;
     let obj = seal::seal(&sealed_input, &refs(&providers)).await?;
     drop(sealed_input);
     let text = render_sealed(&obj, args.output.format)?;
     write_output(args.output.output_file.as_deref(), text.as_bytes())
+}
+
+/// Says on stderr which creation rule applies (SOPS users asked for this).
+fn announce(lookup: &rules::Lookup) {
+    if let rules::Lookup::Matched(r) = lookup {
+        eprintln!(
+            "sealcred: using creation rule {} of {}",
+            r.index,
+            r.file.display()
+        );
+    }
 }
 
 /// Validates the typed profile inputs and renders the profile's keys.
@@ -372,6 +403,18 @@ fn render_secret(obj: &SealedStorageCred, opened: &Opened, format: Format) -> Ze
     out
 }
 
+/// Local key files named by the creation rules that apply to `files`.
+fn rule_local_keys(files: &[PathBuf]) -> Vec<PathBuf> {
+    files
+        .iter()
+        .filter_map(|f| match rules::lookup(f) {
+            Ok(rules::Lookup::Matched(r)) => Some(keys::local_paths(&r.kms)),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
 /// `sealcred unseal`.
 pub async fn unseal(
     file: &Path,
@@ -380,7 +423,7 @@ pub async fn unseal(
     output: Option<&Path>,
 ) -> Result<(), CliError> {
     let obj = read_sealed(file)?;
-    let keyring = keys::keyring(keys);
+    let keyring = keys::keyring(keys, &rule_local_keys(&[file.to_path_buf()]));
     let opened = seal::open(&obj, &keyring)
         .await
         .map_err(|e| CliError::from(e).in_file(file))?;
@@ -390,8 +433,8 @@ pub async fn unseal(
 }
 
 /// `sealcred verify`.
-pub async fn verify(files: &[std::path::PathBuf], keys: &KeyArgs) -> Result<(), CliError> {
-    let keyring = keys::keyring(keys);
+pub async fn verify(files: &[PathBuf], keys: &KeyArgs) -> Result<(), CliError> {
+    let keyring = keys::keyring(keys, &rule_local_keys(files));
     let mut failed = 0;
     for f in files {
         let result = match read_sealed(f) {
@@ -425,9 +468,90 @@ pub async fn verify(files: &[std::path::PathBuf], keys: &KeyArgs) -> Result<(), 
     Ok(())
 }
 
+/// Expands directories (with --recursive) into the SealedStorageCred files in them.
+fn collect_files(paths: &[PathBuf], recursive: bool) -> Result<Vec<PathBuf>, CliError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if !p.is_dir() {
+            out.push(p.clone());
+            continue;
+        }
+        if !recursive {
+            return Err(CliError::new(format!(
+                "{} is a directory; pass --recursive to rotate every sealed file in it",
+                p.display()
+            )));
+        }
+        let mut stack = vec![p.clone()];
+        while let Some(dir) = stack.pop() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map_err(|e| CliError::new(format!("{}: {e}", dir.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            entries.sort();
+            for e in entries {
+                let name = e
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if name.starts_with('.') {
+                    continue;
+                }
+                if e.is_dir() {
+                    stack.push(e);
+                } else if (name.ends_with(".yaml")
+                    || name.ends_with(".yml")
+                    || name.ends_with(".json"))
+                    && std::fs::read_to_string(&e).is_ok_and(|t| t.contains("SealedStorageCred"))
+                {
+                    out.push(e);
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// `sealcred rotate`.
-pub async fn rotate(files: &[std::path::PathBuf], keys: &KeyArgs) -> Result<(), CliError> {
-    let keyring = keys::keyring(keys);
+pub async fn rotate(args: &RotateArgs) -> Result<(), CliError> {
+    let files = collect_files(&args.paths, args.recursive)?;
+    if files.is_empty() {
+        return Err(CliError::new("no SealedStorageCred files found"));
+    }
+    let rewrap = !args.add_kms.is_empty() || !args.remove_kms.is_empty();
+    if rewrap && !args.keys.kms.is_empty() {
+        return Err(CliError::new(
+            "--kms (new data key under new keys) cannot be combined with --add-kms/--remove-kms (same data key, changed wrappings)",
+        ));
+    }
+    let keys = &args.keys;
+    let mut lookups = Vec::with_capacity(files.len());
+    let mut rule_keys = Vec::new();
+    for f in &files {
+        let l = rules::lookup(f)?;
+        if let rules::Lookup::Matched(r) = &l {
+            rule_keys.extend(keys::local_paths(&r.kms));
+        }
+        lookups.push(l);
+    }
+    let keyring = keys::keyring(keys, &rule_keys);
+    let add = if args.add_kms.is_empty() {
+        Vec::new()
+    } else {
+        keys::providers(&args.add_kms, keys, &keyring).await?
+    };
+    // Stop between files on Ctrl-C: every write is atomic, so no file is half-written.
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+    }
     let bar = (files.len() > 1 && std::io::stderr().is_terminal()).then(|| {
         let b = indicatif::ProgressBar::new(files.len() as u64);
         b.set_style(
@@ -436,32 +560,40 @@ pub async fn rotate(files: &[std::path::PathBuf], keys: &KeyArgs) -> Result<(), 
         );
         b
     });
-    let mut failures = Vec::new();
-    for f in files {
+    let mut failures = 0;
+    let mut done = 0;
+    for (f, lookup) in files.iter().zip(&lookups) {
+        if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
         if let Some(b) = &bar {
             b.set_message(f.display().to_string());
         }
         let result = async {
             let obj = read_sealed(f)?;
-            let providers = providers_for(&obj, keys, &keyring).await?;
-            let rotated = seal::rotate(&obj, &keyring, &refs(&providers))
-                .await
-                .map_err(|e| CliError::from(e).in_file(f))?;
+            let out = if rewrap {
+                seal::rewrap(&obj, &keyring, &refs(&add), &args.remove_kms).await
+            } else {
+                let providers = providers_for(&obj, keys, lookup, &keyring).await?;
+                seal::rotate(&obj, &keyring, &refs(&providers)).await
+            }
+            .map_err(|e| CliError::from(e).in_file(f))?;
             let format = if is_json_file(f) {
                 Format::Json
             } else {
                 Format::Yaml
             };
-            write_atomic(f, render_sealed(&rotated, format)?.as_bytes())
+            write_atomic(f, render_sealed(&out, format)?.as_bytes())
         }
         .await;
+        done += 1;
         if let Err(e) = result {
-            if let Some(b) = &bar {
-                b.suspend(|| eprintln!("error: {e}"));
-            } else {
-                eprintln!("error: {e}");
+            let line = format!("error: {e}");
+            match &bar {
+                Some(b) => b.suspend(|| eprintln!("{line}")),
+                None => eprintln!("{line}"),
             }
-            failures.push(f.clone());
+            failures += 1;
         }
         if let Some(b) = &bar {
             b.inc(1);
@@ -470,24 +602,31 @@ pub async fn rotate(files: &[std::path::PathBuf], keys: &KeyArgs) -> Result<(), 
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    let skipped = files.len() - done;
     eprintln!(
-        "rotated {} of {} files{}",
-        files.len() - failures.len(),
+        "{} {} of {} files{}{}",
+        if rewrap { "rewrapped" } else { "rotated" },
+        done - failures,
         files.len(),
-        if failures.is_empty() {
-            String::new()
+        if failures > 0 {
+            format!("; {failures} failed (left unchanged)")
         } else {
-            format!("; {} failed (left unchanged)", failures.len())
-        }
+            String::new()
+        },
+        if skipped > 0 {
+            format!("; interrupted, {skipped} not started (unchanged)")
+        } else {
+            String::new()
+        },
     );
-    if failures.is_empty() {
-        Ok(())
-    } else {
+    if failures > 0 || skipped > 0 {
         Err(CliError::new(format!(
-            "{} of {} files could not be rotated",
-            failures.len(),
+            "{} of {} files were not rotated",
+            failures + skipped,
             files.len()
         )))
+    } else {
+        Ok(())
     }
 }
 

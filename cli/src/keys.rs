@@ -30,16 +30,18 @@ pub fn local_key(path: Option<PathBuf>, create: bool) -> Result<LocalKey, CliErr
     Ok(LocalKey::load(&path)?)
 }
 
-/// Providers for sealing, from `--kms` (default: the local key, created if missing).
-pub async fn sealing_providers(
+/// Providers for sealing from key names (`--kms` values or a creation rule's);
+/// an empty list means the default local key, created if missing.
+pub async fn providers(
+    keys: &[String],
     args: &KeyArgs,
     keyring: &Keyring,
 ) -> Result<Vec<Arc<dyn KeyProvider>>, CliError> {
-    if args.kms.is_empty() {
+    if keys.is_empty() {
         return Ok(vec![Arc::new(local_key(args.local_key.clone(), true)?)]);
     }
     let mut out: Vec<Arc<dyn KeyProvider>> = Vec::new();
-    for k in &args.kms {
+    for k in keys {
         let k = k.trim();
         if k == "local" {
             out.push(Arc::new(local_key(args.local_key.clone(), true)?));
@@ -55,12 +57,23 @@ pub async fn sealing_providers(
 }
 
 /// A keyring for opening objects: every recorded key may be used (the user
-/// chose the file); local keys from --local-key or a `--kms local:PATH`.
-pub fn keyring(args: &KeyArgs) -> Keyring {
-    let local = args.local_key.clone().or_else(|| {
-        args.kms
-            .iter()
-            .find_map(|k| k.strip_prefix("local:").map(PathBuf::from))
-    });
-    Keyring::new(Allowlist::any(), local)
+/// chose the file). Local keys are looked up, by fingerprint, in --local-key,
+/// every `--kms local:PATH`, the `extra` paths (from creation rules) and the
+/// default key file.
+pub fn keyring(args: &KeyArgs, extra: &[PathBuf]) -> Keyring {
+    let mut paths: Vec<PathBuf> = args
+        .kms
+        .iter()
+        .filter_map(|k| k.strip_prefix("local:").map(PathBuf::from))
+        .collect();
+    paths.extend(extra.iter().cloned());
+    paths.extend(local::default_path());
+    Keyring::new(Allowlist::any(), args.local_key.clone()).with_local_keys(paths)
+}
+
+/// The local key files named by key lists (`local:PATH` entries).
+pub fn local_paths(keys: &[String]) -> Vec<PathBuf> {
+    keys.iter()
+        .filter_map(|k| k.strip_prefix("local:").map(PathBuf::from))
+        .collect()
 }

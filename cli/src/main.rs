@@ -7,6 +7,7 @@ mod input;
 mod io;
 mod keys;
 mod profile;
+mod rules;
 
 use std::process::ExitCode;
 
@@ -51,7 +52,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             output.output_file.as_deref(),
         )),
         Command::Verify { files, keys } => rt.block_on(commands::verify(&files, &keys)),
-        Command::Rotate { files, keys } => rt.block_on(commands::rotate(&files, &keys)),
+        Command::Rotate(args) => rt.block_on(commands::rotate(&args)),
         Command::Keygen { output_file } => commands::keygen(output_file.as_deref()),
         Command::Completion { shell } => {
             clap_complete::generate(

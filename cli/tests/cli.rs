@@ -511,6 +511,20 @@ fn wrong_local_key_is_named() {
     let env = Env::new();
     env.seal_flyte("s.yaml");
     ok(&env.run(&["keygen", "--output-file", "other.key"]));
+    // Local keys are found by fingerprint among the candidates; move the right one away.
+    std::fs::rename(env.path("local.key"), env.path("moved.key")).unwrap();
     let o = env.run(&["unseal", "s.yaml", "--local-key", "other.key"]);
-    fails(&o, "but other.key holds local:");
+    fails(
+        &o,
+        "which none of the local key files holds (tried other.key",
+    );
+    let o = env.run(&[
+        "unseal",
+        "s.yaml",
+        "--local-key",
+        "other.key",
+        "--kms",
+        "local:moved.key",
+    ]);
+    ok(&o);
 }

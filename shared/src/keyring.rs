@@ -62,8 +62,8 @@ pub type CallObserver =
 /// Resolves recorded key ids to providers.
 pub struct Keyring {
     allow: Allowlist,
-    local_path: Option<PathBuf>,
-    local: OnceCell<Option<Arc<LocalKey>>>,
+    local_paths: Vec<PathBuf>,
+    local: Mutex<HashMap<PathBuf, Arc<LocalKey>>>,
     sdk: OnceCell<SdkConfig>,
     aws: Mutex<HashMap<String, Arc<AwsKms>>>,
     observer: Option<CallObserver>,
@@ -75,12 +75,26 @@ impl Keyring {
     pub fn new(allow: Allowlist, local_path: Option<PathBuf>) -> Self {
         Keyring {
             allow,
-            local_path,
-            local: OnceCell::new(),
+            local_paths: local_path
+                .or_else(local::default_path)
+                .into_iter()
+                .collect(),
+            local: Mutex::new(HashMap::new()),
             sdk: OnceCell::new(),
             aws: Mutex::new(HashMap::new()),
             observer: None,
         }
+    }
+
+    /// Adds local key files to try (after the primary one) for `local:` ids;
+    /// the one whose fingerprint matches the recorded id is used.
+    pub fn with_local_keys(mut self, paths: impl IntoIterator<Item = PathBuf>) -> Self {
+        for p in paths {
+            if !self.local_paths.contains(&p) {
+                self.local_paths.push(p);
+            }
+        }
+        self
     }
 
     /// Uses an already loaded AWS configuration.
@@ -119,28 +133,59 @@ impl Keyring {
         Ok(())
     }
 
-    async fn local_key(&self) -> Result<Arc<LocalKey>, ProviderError> {
-        let path = self.local_path.clone().or_else(local::default_path);
-        let k = self
-            .local
-            .get_or_init(|| async {
-                path.as_deref()
-                    .and_then(|p| LocalKey::load(p).ok())
-                    .map(Arc::new)
-            })
-            .await;
-        match k {
-            Some(k) => Ok(k.clone()),
-            None => Err(match path {
-                Some(p) => LocalKey::load(&p).err().unwrap_or_else(|| {
-                    ProviderError::new(ProviderErrorKind::Other, "local key unavailable")
-                }),
-                None => ProviderError::new(
-                    ProviderErrorKind::Other,
-                    "no local key path: set SEALCRED_LOCAL_KEY or HOME",
-                ),
-            }),
+    /// The local key whose id is `key_id`, from the candidate files.
+    fn local_key(&self, key_id: &str) -> Result<Arc<LocalKey>, ProviderError> {
+        let mut first_err = None;
+        for path in &self.local_paths {
+            let cached = self.local.lock().unwrap().get(path).cloned();
+            let key = match cached {
+                Some(k) => k,
+                None => match LocalKey::load(path) {
+                    Ok(k) => {
+                        let k = Arc::new(k);
+                        self.local.lock().unwrap().insert(path.clone(), k.clone());
+                        k
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                        continue;
+                    }
+                },
+            };
+            if key.key_id() == key_id {
+                return Ok(key);
+            }
+            first_err.get_or_insert_with(|| {
+                ProviderError::new(
+                    ProviderErrorKind::KeyNotAllowed,
+                    format!(
+                        "sealed with local key {key_id}, but {} holds {}",
+                        path.display(),
+                        key.key_id()
+                    ),
+                )
+            });
         }
+        if self.local_paths.len() > 1 {
+            let tried: Vec<String> = self
+                .local_paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            return Err(ProviderError::new(
+                ProviderErrorKind::KeyNotAllowed,
+                format!(
+                    "sealed with local key {key_id}, which none of the local key files holds (tried {}); pass the right one with --local-key",
+                    tried.join(", ")
+                ),
+            ));
+        }
+        Err(first_err.unwrap_or_else(|| {
+            ProviderError::new(
+                ProviderErrorKind::Other,
+                "no local key path: set SEALCRED_LOCAL_KEY or HOME",
+            )
+        }))
     }
 
     /// The AWS configuration (loaded on first use).
@@ -160,7 +205,7 @@ impl Keyring {
 
     async fn provider_for(&self, key_id: &str) -> Result<Arc<dyn KeyProvider>, ProviderError> {
         if is_local_key_id(key_id) {
-            Ok(self.local_key().await?)
+            Ok(self.local_key(key_id)?)
         } else if is_aws_key_id(key_id) {
             Ok(self.aws_key(key_id).await?)
         } else {

@@ -365,6 +365,69 @@ pub async fn rotate(
     Ok(out)
 }
 
+/// Changes which keys wrap each data key, without touching any entry: every
+/// data key is unwrapped (any one working wrapping suffices), wrapped under
+/// each key in `add` that does not wrap it yet, stripped of the wrappings whose
+/// key id is in `remove`, and its header tag recomputed. Fails if a data key
+/// would be left with no wrapping.
+pub async fn rewrap(
+    obj: &SealedStorageCred,
+    keyring: &Keyring,
+    add: &[&dyn KeyProvider],
+    remove: &[String],
+) -> Result<SealedStorageCred, Error> {
+    let parsed = ParsedSpec::parse(&obj.spec)?;
+    let binding = binding_of(&obj.metadata, parsed.scope)?;
+    keyring.check_allowed(&parsed.data_keys)?;
+    let ctx = binding.encryption_context();
+    let mut out = obj.clone();
+    out.status = None;
+    for (i, dk) in parsed.data_keys.iter().enumerate() {
+        let data_key = keyring.unwrap(&binding, dk).await?;
+        verify_data_key(&parsed, &binding, i, &data_key)?;
+        let mut wrappings: Vec<ParsedWrapping> = dk
+            .wrappings
+            .iter()
+            .filter(|w| !remove.contains(&w.key_id))
+            .cloned()
+            .collect();
+        for p in add {
+            let (key_id, ciphertext) = p.wrap(&data_key, &ctx).await?;
+            if !wrappings.iter().any(|w| w.key_id == key_id) {
+                wrappings.push(ParsedWrapping { key_id, ciphertext });
+            }
+        }
+        if wrappings.is_empty() {
+            return Err(Error::Input(format!(
+                "data key {} would have no wrapping key left; add one with --add-kms before removing the last",
+                dk.id_b64
+            )));
+        }
+        let mut updated = dk.clone();
+        updated.wrappings = wrappings;
+        let keys = DerivedKeys::derive(&data_key, &dk.id);
+        let header = format::header_bytes(
+            parsed.version,
+            &parsed.suite,
+            &binding,
+            &parsed.template,
+            parsed.profile.as_deref(),
+            &updated,
+        );
+        let target = &mut out.spec.data_keys[i];
+        target.header_tag = encode_b64(&keys.header_tag(&header));
+        target.wrappings = updated
+            .wrappings
+            .into_iter()
+            .map(|w| Wrapping {
+                key_id: w.key_id,
+                ciphertext: encode_b64(&w.ciphertext),
+            })
+            .collect();
+    }
+    Ok(out)
+}
+
 /// The key ids of the first data key's wrappings (what merge and rotate seal
 /// with when no key is given).
 pub fn recorded_key_ids(obj: &SealedStorageCred) -> Vec<String> {

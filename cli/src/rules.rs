@@ -1,0 +1,179 @@
+//! Per-environment creation rules from `.sealcred.yaml`, found by walking up
+//! from the file being written (as SOPS finds `.sops.yaml`).
+//!
+//! ```yaml
+//! creation_rules:
+//!   - path_regex: ^environments/prod/
+//!     kms: [arn:aws:kms:eu-west-1:111122223333:key/..., arn:aws:kms:eu-central-1:...]
+//!     namespace: flyte
+//!     scope: strict
+//!   - path_regex: ^environments/dev/
+//!     kms: [local]
+//! ```
+//!
+//! The first rule whose `path_regex` matches the file's path (relative to the
+//! directory holding `.sealcred.yaml`, with `/` separators) wins; a rule
+//! without `path_regex` matches everything. Flags (`--kms`, `--namespace`,
+//! `--scope`) override the rule. When a `.sealcred.yaml` exists but no rule
+//! matches and no `--kms` is given, sealing fails closed.
+
+use std::path::{Path, PathBuf};
+
+use sealcred_shared::crd::Scope;
+use serde::Deserialize;
+
+use crate::error::CliError;
+
+/// The file name looked for.
+pub const FILE_NAME: &str = ".sealcred.yaml";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    creation_rules: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    path_regex: Option<String>,
+    #[serde(default)]
+    kms: Vec<String>,
+    namespace: Option<String>,
+    scope: Option<String>,
+}
+
+/// The rule that applies to a file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// Which `.sealcred.yaml` it came from.
+    pub file: PathBuf,
+    /// Its position (1-based) in `creation_rules`.
+    pub index: usize,
+    /// Keys to seal with.
+    pub kms: Vec<String>,
+    /// Default namespace.
+    pub namespace: Option<String>,
+    /// Default scope.
+    pub scope: Option<Scope>,
+}
+
+/// What the lookup found.
+#[derive(Debug)]
+pub enum Lookup {
+    /// No `.sealcred.yaml` above the file.
+    NoConfig,
+    /// A config exists but no rule matches `path` (relative path shown).
+    NoMatch {
+        /// The config file.
+        file: PathBuf,
+        /// The path that was matched.
+        path: String,
+    },
+    /// A rule matched.
+    Matched(Rule),
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    }
+}
+
+/// Finds the rule for `target` (the file being written; a directory when
+/// writing to stdout).
+pub fn lookup(target: &Path) -> Result<Lookup, CliError> {
+    let target = absolute(target);
+    let mut dir = if target.is_dir() {
+        Some(target.as_path())
+    } else {
+        target.parent()
+    };
+    while let Some(d) = dir {
+        let candidate = d.join(FILE_NAME);
+        if candidate.is_file() {
+            return match_in(&candidate, d, &target);
+        }
+        dir = d.parent();
+    }
+    Ok(Lookup::NoConfig)
+}
+
+fn match_in(config: &Path, root: &Path, target: &Path) -> Result<Lookup, CliError> {
+    let text = std::fs::read_to_string(config)
+        .map_err(|e| CliError::new(format!("{}: {e}", config.display())))?;
+    let parsed: RulesFile = serde_saphyr::from_str(&text).map_err(|e| {
+        CliError::new(format!(
+            "{}: invalid creation rules: {}",
+            config.display(),
+            e.without_snippet()
+        ))
+    })?;
+    let rel = target
+        .strip_prefix(root)
+        .unwrap_or(target)
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/");
+    for (i, r) in parsed.creation_rules.into_iter().enumerate() {
+        let at = || format!("{} rule {}", config.display(), i + 1);
+        let matches = match &r.path_regex {
+            None => true,
+            Some(re) => regex::Regex::new(re)
+                .map_err(|e| CliError::new(format!("{}: invalid path_regex: {e}", at())))?
+                .is_match(&rel),
+        };
+        if !matches {
+            continue;
+        }
+        let scope = match &r.scope {
+            None => None,
+            Some(s) => Some(Scope::parse(s).ok_or_else(|| {
+                CliError::new(format!(
+                    "{}: unknown scope {s:?} (strict, namespace-wide, cluster-wide)",
+                    at()
+                ))
+            })?),
+        };
+        if r.kms.is_empty() {
+            return Err(CliError::new(format!("{}: no kms keys", at())));
+        }
+        return Ok(Lookup::Matched(Rule {
+            file: config.to_path_buf(),
+            index: i + 1,
+            kms: r.kms,
+            namespace: r.namespace,
+            scope,
+        }));
+    }
+    Ok(Lookup::NoMatch {
+        file: config.to_path_buf(),
+        path: rel,
+    })
+}
+
+/// The keys to seal with: `--kms` if given; else the matching rule's; else
+/// `fallback` (None = the default local key). A config without a matching
+/// rule is an error unless `--kms` was given.
+pub fn resolve_keys(
+    flags: &[String],
+    lookup: &Lookup,
+    fallback_ok: bool,
+) -> Result<Option<Vec<String>>, CliError> {
+    if !flags.is_empty() {
+        return Ok(Some(flags.to_vec()));
+    }
+    match lookup {
+        Lookup::Matched(r) => Ok(Some(r.kms.clone())),
+        Lookup::NoConfig => Ok(None),
+        Lookup::NoMatch { .. } if fallback_ok => Ok(None),
+        Lookup::NoMatch { file, path } => Err(CliError::new(format!(
+            "no creation rule in {} matches {path:?} and no --kms was given",
+            file.display()
+        ))
+        .hint("add a rule whose path_regex matches this path, or pass --kms KEY")),
+    }
+}
