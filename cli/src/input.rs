@@ -2,7 +2,6 @@
 //! [`SecretBytes`]; error messages name the file, key or line, never a value.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -51,10 +50,10 @@ pub fn read_secret_file(path: &Path) -> Result<SecretBytes, CliError> {
     let mut f = std::fs::File::open(path)
         .map_err(|e| CliError::new(format!("{}: {}", path.display(), io_msg(&e))))?;
     let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
-    let mut buf = SecretBytes::with_capacity(len + 1);
-    f.read_to_end(buf.expose_mut())
-        .map_err(|e| CliError::new(format!("{}: {}", path.display(), io_msg(&e))))?;
-    Ok(buf)
+    // Not `read_to_end`: a file that grows while read would make it reallocate
+    // and leave an unwiped copy behind.
+    SecretBytes::read_all(&mut f, len + 1)
+        .map_err(|e| CliError::new(format!("{}: {}", path.display(), io_msg(&e))))
 }
 
 fn io_msg(e: &std::io::Error) -> String {
@@ -189,9 +188,7 @@ pub struct ManifestInfo {
 /// Reads a Secret manifest (YAML or JSON) from `path` (`-` = stdin).
 pub fn read_manifest(path: &Path, entries: &mut Entries) -> Result<ManifestInfo, CliError> {
     let (label, raw) = if path == Path::new("-") {
-        let mut buf = SecretBytes::with_capacity(64 * 1024);
-        std::io::stdin()
-            .read_to_end(buf.expose_mut())
+        let buf = SecretBytes::read_all(std::io::stdin().lock(), 64 * 1024)
             .map_err(|e| CliError::new(format!("stdin: {e}")))?;
         ("stdin".to_string(), buf)
     } else {
@@ -265,12 +262,9 @@ pub fn read_manifest(path: &Path, entries: &mut Entries) -> Result<ManifestInfo,
 
 /// Decodes base64 into a zeroizing buffer (whitespace tolerated, as in YAML block scalars).
 pub fn decode_b64(text: &[u8]) -> Option<SecretBytes> {
-    let clean: Zeroizing<Vec<u8>> = Zeroizing::new(
-        text.iter()
-            .copied()
-            .filter(|b| !b.is_ascii_whitespace())
-            .collect(),
-    );
+    // Pre-sized: `collect()` from a filter would grow by reallocation.
+    let mut clean: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::with_capacity(text.len()));
+    clean.extend(text.iter().copied().filter(|b| !b.is_ascii_whitespace()));
     let mut out = SecretBytes::with_capacity(clean.len() / 4 * 3 + 3);
     STANDARD.decode_vec(&clean[..], out.expose_mut()).ok()?;
     Some(out)

@@ -134,6 +134,12 @@ pub struct SealedDataKey {
     pub wrappings: Vec<Wrapping>,
     /// HMAC-SHA256 over the canonical header, 32 bytes, base64.
     pub header_tag: String,
+    /// HMAC-SHA256 over the object's whole entry list (name → data key) as
+    /// this data key left it, 32 bytes, base64. Checked on the newest data key
+    /// (the one no other supersedes), so no entry can be dropped, added or
+    /// rolled back on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_tag: Option<String>,
     /// When this data key was made (RFC 3339, informational, not authenticated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed_at: Option<String>,

@@ -6,6 +6,7 @@
 //! constant time before anything is decrypted, so a ciphertext cannot be made
 //! to open under two different data keys.
 
+use aes_gcm::aead::inout::InOutBuf;
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce, Tag};
 use hkdf::Hkdf;
@@ -26,10 +27,12 @@ const INFO_COMMIT: &[u8] = b"sealcred/v1 AES256GCM-HKDFSHA512-COMMIT commitment"
 #[error("authentication failed")]
 pub struct AuthError;
 
-/// Keys derived from one data key.
+/// Keys derived from one data key. The keys live on the heap, so moving a
+/// `DerivedKeys` (into a `Vec`, out of a `Result`, across an `.await` inside an
+/// async state machine) copies two pointers, never key bytes.
 pub struct DerivedKeys {
-    value_key: Zeroizing<[u8; 32]>,
-    header_key: Zeroizing<[u8; 32]>,
+    value_key: Box<Zeroizing<[u8; 32]>>,
+    header_key: Box<Zeroizing<[u8; 32]>>,
     commitment: [u8; COMMITMENT_LEN],
 }
 
@@ -37,8 +40,8 @@ impl DerivedKeys {
     /// HKDF-SHA512(salt = data-key id, ikm = data key), three expansions.
     pub fn derive(dk: &DataKey, id: &[u8; DATA_KEY_ID_LEN]) -> DerivedKeys {
         let hk = Hkdf::<Sha512>::new(Some(id), dk.expose());
-        let mut value_key = Zeroizing::new([0u8; 32]);
-        let mut header_key = Zeroizing::new([0u8; 32]);
+        let mut value_key = Box::new(Zeroizing::new([0u8; 32]));
+        let mut header_key = Box::new(Zeroizing::new([0u8; 32]));
         let mut commitment = [0u8; COMMITMENT_LEN];
         hk.expand(INFO_VALUE_KEY, &mut value_key[..])
             .expect("32 bytes is a valid length");
@@ -88,23 +91,24 @@ impl DerivedKeys {
     }
 
     fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(&Key::<Aes256Gcm>::from(*self.value_key))
+        Aes256Gcm::new(&Key::<Aes256Gcm>::from(**self.value_key))
     }
 
     /// Encrypts `plaintext` under a fresh random nonce. Returns the nonce and
-    /// ciphertext ‖ tag. The plaintext is copied into the output buffer and
-    /// encrypted in place, so no other copy is made.
+    /// ciphertext ‖ tag. Encryption reads the plaintext and writes the
+    /// ciphertext straight into the output buffer (one pass, no plaintext copy).
     pub fn seal(&self, aad: &[u8], plaintext: &SecretBytes) -> ([u8; NONCE_LEN], Vec<u8>) {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).expect("the OS random number generator failed");
-        let mut buf = Vec::with_capacity(plaintext.len() + GCM_TAG_LEN);
-        buf.extend_from_slice(plaintext.expose());
+        let mut out = vec![0u8; plaintext.len() + GCM_TAG_LEN];
+        let (body, tail) = out.split_at_mut(plaintext.len());
+        let io = InOutBuf::new(plaintext.expose(), body).expect("buffers of equal length");
         let tag = self
             .cipher()
-            .encrypt_inout_detached(&Nonce::from(nonce), aad, buf.as_mut_slice().into())
+            .encrypt_inout_detached(&Nonce::from(nonce), aad, io)
             .expect("plaintext within AES-GCM limits");
-        buf.extend_from_slice(&tag);
-        (nonce, buf)
+        tail.copy_from_slice(&tag);
+        (nonce, out)
     }
 
     /// Decrypts into a zeroizing buffer; on failure the buffer is wiped.

@@ -218,6 +218,8 @@ pub struct ParsedDataKey {
     pub wrappings: Vec<ParsedWrapping>,
     /// The header tag.
     pub header_tag: [u8; HEADER_TAG_LEN],
+    /// The state tag (required on the newest data key).
+    pub state_tag: Option<[u8; HEADER_TAG_LEN]>,
 }
 
 /// One entry, decoded.
@@ -250,6 +252,8 @@ pub struct ParsedSpec {
     pub data_keys: Vec<ParsedDataKey>,
     /// Entries by name.
     pub entries: BTreeMap<String, ParsedEntry>,
+    /// Index of the newest data key: the one no other supersedes.
+    pub head: usize,
 }
 
 /// Decodes standard base64 and checks the length when one is required.
@@ -362,6 +366,10 @@ impl ParsedSpec {
             }
             let commitment = decode_fixed::<COMMITMENT_LEN>(&f("commitment"), &dk.commitment)?;
             let header_tag = decode_fixed::<HEADER_TAG_LEN>(&f("headerTag"), &dk.header_tag)?;
+            let state_tag = match &dk.state_tag {
+                Some(t) => Some(decode_fixed::<HEADER_TAG_LEN>(&f("stateTag"), t)?),
+                None => None,
+            };
             if dk.names.is_empty() {
                 return Err(FormatError::Inconsistent(format!(
                     "{} is empty",
@@ -428,6 +436,7 @@ impl ParsedSpec {
                 supersedes: dk.supersedes.clone(),
                 wrappings,
                 header_tag,
+                state_tag,
             });
         }
 
@@ -505,6 +514,29 @@ impl ParsedSpec {
             ));
         }
 
+        // Exactly one data key is superseded by no other: the newest. Its state
+        // tag authenticates the whole entry list.
+        let superseded: BTreeSet<&String> =
+            data_keys.iter().flat_map(|d| d.supersedes.iter()).collect();
+        let heads: Vec<usize> = (0..data_keys.len())
+            .filter(|&i| !superseded.contains(&data_keys[i].id_b64))
+            .collect();
+        let head = match heads[..] {
+            [h] => h,
+            _ => {
+                return Err(FormatError::Inconsistent(format!(
+                    "{} data keys are superseded by no other (expected exactly one: concurrent merges, or an edited supersedes list); re-seal with `sealcred rotate`",
+                    heads.len()
+                )));
+            }
+        };
+        if data_keys[head].state_tag.is_none() {
+            return Err(FormatError::BadField {
+                field: format!("dataKeys[{head}].stateTag"),
+                problem: "missing on the newest data key".into(),
+            });
+        }
+
         Ok(ParsedSpec {
             version: spec.format_version,
             suite: spec.suite.clone(),
@@ -513,7 +545,20 @@ impl ParsedSpec {
             profile: spec.profile.clone(),
             data_keys,
             entries,
+            head,
         })
+    }
+
+    /// The canonical entry-list bytes the newest data key's state tag covers.
+    pub fn state_bytes(&self, binding: &Binding) -> Vec<u8> {
+        state_bytes(
+            self.version,
+            &self.suite,
+            binding,
+            self.entries
+                .iter()
+                .map(|(n, e)| (n.as_str(), &self.data_keys[e.data_key].id)),
+        )
     }
 
     /// The canonical header bytes of data key `i` (what its header tag covers).
@@ -571,6 +616,27 @@ pub fn header_bytes(
     for w in &dk.wrappings {
         put_lp(&mut out, w.key_id.as_bytes());
         put_lp(&mut out, &w.ciphertext);
+    }
+    out
+}
+
+/// State bytes: see "State tag" in docs/FORMAT.md. `entries` must be in
+/// name order (as a `BTreeMap` iterates).
+pub fn state_bytes<'a>(
+    version: u32,
+    suite: &str,
+    binding: &Binding,
+    entries: impl ExactSizeIterator<Item = (&'a str, &'a [u8; DATA_KEY_ID_LEN])>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_lp(&mut out, b"sealcred/v1 state");
+    out.extend_from_slice(&version.to_be_bytes());
+    put_lp(&mut out, suite.as_bytes());
+    put_lp(&mut out, &binding.bytes());
+    put_count(&mut out, entries.len());
+    for (name, id) in entries {
+        put_lp(&mut out, name.as_bytes());
+        put_lp(&mut out, id);
     }
     out
 }

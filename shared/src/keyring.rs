@@ -66,6 +66,7 @@ pub struct Keyring {
     local: Mutex<HashMap<PathBuf, Arc<LocalKey>>>,
     sdk: OnceCell<SdkConfig>,
     aws: Mutex<HashMap<String, Arc<AwsKms>>>,
+    region_endpoints: HashMap<String, String>,
     observer: Option<CallObserver>,
 }
 
@@ -82,6 +83,7 @@ impl Keyring {
             local: Mutex::new(HashMap::new()),
             sdk: OnceCell::new(),
             aws: Mutex::new(HashMap::new()),
+            region_endpoints: HashMap::new(),
             observer: None,
         }
     }
@@ -100,6 +102,14 @@ impl Keyring {
     /// Uses an already loaded AWS configuration.
     pub fn with_sdk_config(self, sdk: SdkConfig) -> Self {
         let _ = self.sdk.set(sdk);
+        self
+    }
+
+    /// KMS endpoints per region (region → URL), for keys whose ARN names that
+    /// region; other regions use the configuration's endpoint. For VPC
+    /// endpoints, and for tests with one KMS server per region.
+    pub fn with_region_endpoints(mut self, endpoints: HashMap<String, String>) -> Self {
+        self.region_endpoints = endpoints;
         self
     }
 
@@ -198,7 +208,12 @@ impl Keyring {
         if let Some(k) = self.aws.lock().unwrap().get(&region) {
             return Ok(k.clone());
         }
-        let k = Arc::new(AwsKms::new(self.sdk_config().await, key_id)?);
+        let endpoint = self.region_endpoints.get(&region).map(String::as_str);
+        let k = Arc::new(AwsKms::with_endpoint(
+            self.sdk_config().await,
+            key_id,
+            endpoint,
+        )?);
         self.aws.lock().unwrap().insert(region, k.clone());
         Ok(k)
     }

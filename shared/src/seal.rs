@@ -15,8 +15,8 @@ use crate::crd::{
 };
 use crate::crypto::{DerivedKeys, random_id};
 use crate::format::{
-    self, Binding, FORMAT_VERSION, FormatError, ParsedDataKey, ParsedSpec, ParsedWrapping,
-    SECRET_SIZE_LIMIT, SUITE_V1, encode_b64,
+    self, Binding, DATA_KEY_ID_LEN, FORMAT_VERSION, FormatError, ParsedDataKey, ParsedSpec,
+    ParsedWrapping, SECRET_SIZE_LIMIT, SUITE_V1, encode_b64,
 };
 use crate::keyring::Keyring;
 use crate::provider::{KeyProvider, ProviderError, ProviderErrorKind};
@@ -38,7 +38,7 @@ pub enum Error {
     HeaderAuth {
         /// The data key id.
         id: String,
-        /// `key commitment` or `header tag`.
+        /// `key commitment`, `header tag` or `state tag (the entry list)`.
         what: &'static str,
     },
     /// An entry did not decrypt.
@@ -143,6 +143,7 @@ async fn seal_group(
     binding: &Binding,
     providers: &[&dyn KeyProvider],
     entries: &BTreeMap<String, SecretBytes>,
+    survivors: &BTreeMap<String, [u8; DATA_KEY_ID_LEN]>,
     supersedes: Vec<String>,
 ) -> Result<(SealedDataKey, BTreeMap<String, SealedEntry>), Error> {
     let (first, rest) = providers
@@ -159,7 +160,9 @@ async fn seal_group(
         let (key_id, ciphertext) = p.wrap(&dk, &ctx).await?;
         wrappings.push(ParsedWrapping { key_id, ciphertext });
     }
-    seal_with_key(spec, binding, &dk, wrappings, entries, supersedes)
+    seal_with_key(
+        spec, binding, &dk, wrappings, entries, survivors, supersedes,
+    )
 }
 
 fn seal_with_key(
@@ -168,6 +171,7 @@ fn seal_with_key(
     dk: &DataKey,
     wrappings: Vec<ParsedWrapping>,
     entries: &BTreeMap<String, SecretBytes>,
+    survivors: &BTreeMap<String, [u8; DATA_KEY_ID_LEN]>,
     mut supersedes: Vec<String>,
 ) -> Result<(SealedDataKey, BTreeMap<String, SealedEntry>), Error> {
     supersedes.sort();
@@ -182,6 +186,7 @@ fn seal_with_key(
         supersedes,
         wrappings,
         header_tag: [0; 32],
+        state_tag: None,
     };
     let header = format::header_bytes(
         FORMAT_VERSION,
@@ -192,6 +197,18 @@ fn seal_with_key(
         &parsed,
     );
     let tag = keys.header_tag(&header);
+    // The whole entry list after this seal: the survivors, then ours.
+    let mut state: BTreeMap<&str, &[u8; DATA_KEY_ID_LEN]> =
+        survivors.iter().map(|(n, i)| (n.as_str(), i)).collect();
+    for name in entries.keys() {
+        state.insert(name.as_str(), &id);
+    }
+    let state_tag = keys.header_tag(&format::state_bytes(
+        FORMAT_VERSION,
+        SUITE_V1,
+        binding,
+        state.into_iter(),
+    ));
     let mut sealed = BTreeMap::new();
     for (name, value) in entries {
         let aad = format::entry_aad(FORMAT_VERSION, SUITE_V1, binding, name, &id);
@@ -219,6 +236,7 @@ fn seal_with_key(
             })
             .collect(),
         header_tag: encode_b64(&tag),
+        state_tag: Some(encode_b64(&state_tag)),
         sealed_at: Some(now_rfc3339()),
     };
     Ok((group, sealed))
@@ -252,8 +270,15 @@ pub async fn seal(
     );
     obj.metadata.namespace = input.namespace.clone();
     let binding = binding_of(&obj.metadata, input.scope)?;
-    let (group, entries) =
-        seal_group(&obj.spec, &binding, providers, &input.entries, Vec::new()).await?;
+    let (group, entries) = seal_group(
+        &obj.spec,
+        &binding,
+        providers,
+        &input.entries,
+        &BTreeMap::new(),
+        Vec::new(),
+    )
+    .await?;
     obj.spec.data_keys.push(group);
     obj.spec.entries = entries;
     Ok(obj)
@@ -271,8 +296,21 @@ pub async fn merge(
     check_entries(entries)?;
     let binding = binding_of(&existing.metadata, parsed.scope)?;
     let supersedes: Vec<String> = parsed.data_keys.iter().map(|d| d.id_b64.clone()).collect();
-    let (group, sealed) =
-        seal_group(&existing.spec, &binding, providers, entries, supersedes).await?;
+    let survivors: BTreeMap<String, [u8; DATA_KEY_ID_LEN]> = parsed
+        .entries
+        .iter()
+        .filter(|(n, _)| !entries.contains_key(*n))
+        .map(|(n, e)| (n.clone(), parsed.data_keys[e.data_key].id))
+        .collect();
+    let (group, sealed) = seal_group(
+        &existing.spec,
+        &binding,
+        providers,
+        entries,
+        &survivors,
+        supersedes,
+    )
+    .await?;
     let mut out = existing.clone();
     out.status = None;
     for (name, e) in sealed {
@@ -305,6 +343,14 @@ pub async fn open(obj: &SealedStorageCred, keyring: &Keyring) -> Result<Opened, 
         let data_key = keyring.unwrap(&binding, dk).await?;
         keys.push(verify_data_key(&parsed, &binding, i, &data_key)?);
     }
+    let head = &parsed.data_keys[parsed.head];
+    let state_tag = head.state_tag.as_ref().expect("checked by parse");
+    keys[parsed.head]
+        .check_header_tag(&parsed.state_bytes(&binding), state_tag)
+        .map_err(|_| Error::HeaderAuth {
+            id: head.id_b64.clone(),
+            what: "state tag (the entry list)",
+        })?;
     let mut entries = BTreeMap::new();
     for (name, e) in &parsed.entries {
         let aad = parsed.entry_aad(&binding, name);
@@ -358,8 +404,15 @@ pub async fn rotate(
     let mut out = obj.clone();
     out.status = None;
     let binding = binding_of(&obj.metadata, obj.spec.scope)?;
-    let (group, entries) =
-        seal_group(&obj.spec, &binding, providers, &opened.entries, Vec::new()).await?;
+    let (group, entries) = seal_group(
+        &obj.spec,
+        &binding,
+        providers,
+        &opened.entries,
+        &BTreeMap::new(),
+        Vec::new(),
+    )
+    .await?;
     out.spec.data_keys = vec![group];
     out.spec.entries = entries;
     Ok(out)

@@ -67,6 +67,28 @@ impl SecretBytes {
         SecretBytes(Zeroizing::new(Vec::with_capacity(cap)))
     }
 
+    /// Reads `reader` to the end into a zeroizing buffer of `size_hint` bytes.
+    /// Unlike `read_to_end`, growing past the hint never leaves an unwiped copy
+    /// behind: the contents move into a larger buffer and the old one is wiped.
+    pub fn read_all(mut reader: impl std::io::Read, size_hint: usize) -> std::io::Result<Self> {
+        let mut buf = Self::with_capacity(size_hint.max(64));
+        let mut chunk = Zeroizing::new([0u8; 8192]);
+        loop {
+            let n = match reader.read(&mut chunk[..]) {
+                Ok(0) => return Ok(buf),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if buf.0.capacity() - buf.0.len() < n {
+                let mut bigger = Self::with_capacity((buf.0.len() + n).max(2 * buf.0.capacity()));
+                bigger.0.extend_from_slice(&buf.0);
+                buf = bigger; // the old buffer is wiped as it drops
+            }
+            buf.0.extend_from_slice(&chunk[..n]);
+        }
+    }
+
     /// Copies `bytes` into a new buffer.
     pub fn copy_from(bytes: &[u8]) -> Self {
         let mut s = Self::with_capacity(bytes.len());
@@ -132,6 +154,14 @@ mod tests {
         assert!(DataKey::from_slice(&[0; 31]).is_none());
         assert!(DataKey::from_slice(&[0; 33]).is_none());
         assert_eq!(DataKey::from_slice(&[7; 32]).unwrap().expose(), &[7; 32]);
+    }
+
+    #[test]
+    fn read_all_grows_past_the_hint() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let v = SecretBytes::read_all(&data[..], 10).unwrap();
+        assert_eq!(v.expose(), &data[..]);
+        assert!(SecretBytes::read_all(&b""[..], 0).unwrap().is_empty());
     }
 
     #[test]

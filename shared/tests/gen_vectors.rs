@@ -193,12 +193,89 @@ fn failures() -> Vec<(&'static str, Mutation, &'static str)> {
         (
             "err-merged-supersedes-edited",
             |o, b| {
-                // structurally still fine (the removed id is not needed): the header tag catches it
+                // an extra, absent id: structurally still fine (ids in supersedes need not
+                // be present, and the head stays the same), so the header tag catches it.
+                // (Removing an id instead makes the removed key a second head, or breaks
+                // the supersede rule: see err-merged-two-heads.)
+                *o = b.merged3.clone();
+                let s = &mut o.spec.data_keys[2].supersedes;
+                s.push(edit_b64(&s[0], |v| v.iter_mut().for_each(|x| *x ^= 0x5a)));
+                s.sort();
+            },
+            "DecryptFailed HeaderAuth.HeaderTag",
+        ),
+        (
+            "err-merged-two-heads",
+            |o, b| {
+                // the newest data key no longer lists the second one, which nothing
+                // else supersedes and no name needs: two data keys are now superseded
+                // by no other (the head rule, before any key is used)
                 *o = b.merged3.clone();
                 let second = o.spec.data_keys[1].id.clone();
                 o.spec.data_keys[2].supersedes.retain(|s| *s != second);
             },
-            "DecryptFailed HeaderAuth.HeaderTag",
+            "InvalidSpec Format.Inconsistent",
+        ),
+        (
+            "err-merged-partial-rollback",
+            |o, b| {
+                // drop the second data key and the entry only it held (endpoint), put
+                // back secret_key as sealed under the first data key, keep the third
+                // merge's region: structurally consistent, every header verifies, the
+                // newest data key's state tag does not
+                *o = b.merged3.clone();
+                let second = o.spec.data_keys[1].id.clone();
+                o.spec.data_keys.retain(|d| d.id != second);
+                o.spec.entries.remove("endpoint");
+                let old = b.merged_first_entry("secret_key");
+                o.spec.entries.insert("secret_key".into(), old);
+            },
+            "DecryptFailed HeaderAuth.StateTag",
+        ),
+        (
+            "err-merged-newest-data-key-dropped",
+            |o, b| {
+                // the newest data key and its only entry (region) are gone, but the
+                // value it replaced is not put back: the first data key names region
+                *o = b.merged3.clone();
+                o.spec.data_keys.pop();
+                o.spec.entries.remove("region");
+            },
+            "InvalidSpec Format.Inconsistent",
+        ),
+        (
+            "err-merged-state-tag-from-older-key",
+            |o, b| {
+                // the newest data key carries the (stale) state tag of an older one
+                *o = b.merged3.clone();
+                o.spec.data_keys[2].state_tag = o.spec.data_keys[1].state_tag.clone();
+            },
+            "DecryptFailed HeaderAuth.StateTag",
+        ),
+        (
+            "err-state-tag-missing",
+            |o, b| {
+                *o = b.strict.clone();
+                o.spec.data_keys[0].state_tag = None;
+            },
+            "InvalidSpec Format.BadField",
+        ),
+        (
+            "err-merged-state-tag-missing-on-newest",
+            |o, b| {
+                *o = b.merged.clone();
+                o.spec.data_keys[1].state_tag = None;
+            },
+            "InvalidSpec Format.BadField",
+        ),
+        (
+            "err-state-tag-flipped",
+            |o, b| {
+                *o = b.strict.clone();
+                let d = &mut o.spec.data_keys[0];
+                d.state_tag = Some(flip_b64(d.state_tag.as_deref().unwrap(), 200));
+            },
+            "DecryptFailed HeaderAuth.StateTag",
         ),
         (
             "err-commitment-flipped",
@@ -391,12 +468,17 @@ async fn generate_vectors() {
     .await;
     let m2 = merge_local(&m1, MERGE_2, &key).await;
     assert_eq!(m2.spec.data_keys.len(), 2);
-    out.push(("ok-merged-2-data-keys".into(), m2.clone(), {
+    let m2_expect = {
         let mut m: BTreeMap<&str, &str> = MERGE_1.iter().copied().collect();
         m.extend(MERGE_2.iter().copied());
         let v: Vec<(&str, &str)> = m.into_iter().collect();
         format!("ok {}", digest_pairs(&v))
-    }));
+    };
+    out.push((
+        "ok-merged-2-data-keys".into(),
+        m2.clone(),
+        m2_expect.clone(),
+    ));
     let m3 = merge_local(&m2, MERGE_3, &key).await;
     assert_eq!(m3.spec.data_keys.len(), 3);
     let v: Vec<(&str, &str)> = merged_plain().into_iter().collect();
@@ -404,6 +486,16 @@ async fn generate_vectors() {
         "ok-merged-3-data-keys".into(),
         m3.clone(),
         format!("ok {}", digest_pairs(&v)),
+    ));
+
+    // Only the newest data key's stateTag is read: an older one may be stale
+    // (it always is after a merge) or absent.
+    let mut older_untagged = m2.clone();
+    older_untagged.spec.data_keys[0].state_tag = None;
+    out.push((
+        "ok-merged-older-state-tag-absent".into(),
+        older_untagged,
+        m2_expect,
     ));
 
     let bases = Bases {

@@ -61,6 +61,28 @@ struct Fx {
     cluster: SealedStorageCred,
     /// `strict` merged with a new `secret_key` and `endpoint` (two data keys).
     merged: SealedStorageCred,
+    /// `strict` merged with `token` instead: a merge concurrent with `merged`.
+    merged_concurrent: SealedStorageCred,
+    /// A strict object with the same namespace/name and one entry, `token`.
+    foreign: SealedStorageCred,
+    /// Four sealed states of one object, each merged from the one before:
+    /// h0 = `strict` (dk0: access_key, region, secret_key); h1 adds endpoint
+    /// (dk1, new names only); h2 replaces secret_key (dk2); h3 replaces region
+    /// (dk3). Every data key of h3 is byte-identical to its earlier self.
+    history: Vec<SealedStorageCred>,
+}
+
+const H1: &[(&str, &str)] = &[("endpoint", "h1-endpoint")];
+const H2: &[(&str, &str)] = &[("secret_key", "h2-secret")];
+const H3: &[(&str, &str)] = &[("region", "h3-region")];
+
+/// The plaintexts of `history[i]`.
+fn history_values(i: usize) -> BTreeMap<&'static str, &'static str> {
+    let mut m: BTreeMap<&str, &str> = PAIRS.iter().copied().collect();
+    for step in [H1, H2, H3].iter().take(i) {
+        m.extend(step.iter().copied());
+    }
+    m
 }
 
 async fn fixtures() -> Fx {
@@ -111,6 +133,25 @@ async fn fixtures() -> Fx {
     )
     .await;
     assert_eq!(merged.spec.data_keys.len(), 2);
+    let merged_concurrent = merge_local(&strict, &[("token", CANARY_NEW)], k).await;
+    let foreign = seal_local(
+        &input(
+            "creds",
+            "flyte",
+            Scope::Strict,
+            template(),
+            None,
+            &[("token", CANARY_NEW)],
+        ),
+        k,
+    )
+    .await;
+    let mut history = vec![strict.clone()];
+    for step in [H1, H2, H3] {
+        let next = merge_local(history.last().unwrap(), step, k).await;
+        history.push(next);
+    }
+    assert_eq!(history[3].spec.data_keys.len(), 4);
     Fx {
         strict,
         strict_twin,
@@ -118,6 +159,9 @@ async fn fixtures() -> Fx {
         ns_wide,
         cluster,
         merged,
+        merged_concurrent,
+        foreign,
+        history,
     }
 }
 
@@ -127,6 +171,8 @@ enum Base {
     NsWide,
     Cluster,
     Merged,
+    /// `history[3]` (four data keys).
+    History,
 }
 
 type Mutation = fn(&mut SealedStorageCred, &Fx);
@@ -140,12 +186,22 @@ const COMMIT: &str = "DecryptFailed HeaderAuth.Commitment";
 const UNWRAP: &str = "DecryptFailed Provider.InvalidCiphertext";
 const INCONSISTENT: &str = "InvalidSpec Format.Inconsistent";
 const BAD_FIELD: &str = "InvalidSpec Format.BadField";
+const STATE: &str = "DecryptFailed HeaderAuth.StateTag";
 
 fn entry<'a>(
     o: &'a mut SealedStorageCred,
     name: &str,
 ) -> &'a mut sealcred_shared::crd::SealedEntry {
     o.spec.entries.get_mut(name).unwrap()
+}
+
+/// Removes the data key with id `id`.
+fn drop_data_key(o: &mut SealedStorageCred, id: &str) {
+    o.spec.data_keys.retain(|d| d.id != id);
+}
+
+fn state_tag(o: &mut SealedStorageCred, i: usize) -> &mut String {
+    o.spec.data_keys[i].state_tag.as_mut().unwrap()
 }
 
 fn cases() -> Vec<Case> {
@@ -291,7 +347,211 @@ fn cases() -> Vec<Case> {
                 o.spec.data_keys.swap(0, 1);
             },
             None,
-        ), // order is not significant: each header covers only its own data key
+        ), // order is not significant: each header covers only its own data key, and the
+        // head is found through `supersedes`
+        (
+            "drop an entry of a merged object",
+            Merged,
+            |o, _| {
+                o.spec.entries.remove("endpoint");
+            },
+            Some(INCONSISTENT),
+        ),
+        (
+            "add a foreign entry under a new name (our data key)",
+            Strict,
+            |o, fx| {
+                let mut e = fx.foreign.spec.entries["token"].clone();
+                e.data_key = o.spec.data_keys[0].id.clone();
+                o.spec.entries.insert("token".into(), e);
+            },
+            Some(INCONSISTENT),
+        ),
+        (
+            "add a foreign entry with its data key (same binding)",
+            Strict,
+            |o, fx| {
+                // two data keys superseded by no other
+                o.spec.data_keys.push(fx.foreign.spec.data_keys[0].clone());
+                o.spec
+                    .entries
+                    .insert("token".into(), fx.foreign.spec.entries["token"].clone());
+            },
+            Some(INCONSISTENT),
+        ),
+        (
+            "add a foreign entry with its data key, made to supersede ours",
+            Strict,
+            |o, fx| {
+                let mut d = fx.foreign.spec.data_keys[0].clone();
+                d.supersedes = vec![o.spec.data_keys[0].id.clone()];
+                o.spec.data_keys.push(d);
+                o.spec
+                    .entries
+                    .insert("token".into(), fx.foreign.spec.entries["token"].clone());
+            },
+            Some(HEADER),
+        ),
+        (
+            "combine two concurrent merges",
+            Merged,
+            |o, fx| {
+                // both new data keys supersede the first one: two heads
+                o.spec
+                    .data_keys
+                    .push(fx.merged_concurrent.spec.data_keys[1].clone());
+                o.spec.entries.insert(
+                    "token".into(),
+                    fx.merged_concurrent.spec.entries["token"].clone(),
+                );
+            },
+            Some(INCONSISTENT),
+        ),
+        // --- rollbacks of parts of the history (h3: four data keys) ---------------
+        (
+            "drop an older data key that only added names, with its entries",
+            History,
+            |o, _| {
+                let dk1 = o.spec.data_keys[1].id.clone();
+                drop_data_key(o, &dk1);
+                o.spec.entries.remove("endpoint");
+            },
+            Some(STATE),
+        ),
+        (
+            "partial rollback: drop a middle data key, put back the value it replaced",
+            History,
+            |o, fx| {
+                let dk2 = o.spec.data_keys[2].id.clone();
+                drop_data_key(o, &dk2);
+                o.spec.entries.insert(
+                    "secret_key".into(),
+                    fx.history[0].spec.entries["secret_key"].clone(),
+                );
+            },
+            Some(STATE),
+        ),
+        (
+            "drop the newest data key and its entry, restoring nothing",
+            History,
+            |o, _| {
+                o.spec.data_keys.pop();
+                o.spec.entries.remove("region");
+            },
+            Some(INCONSISTENT),
+        ),
+        (
+            "drop the newest data key entirely, keeping its entry",
+            History,
+            |o, _| {
+                o.spec.data_keys.pop();
+            },
+            Some(INCONSISTENT),
+        ),
+        (
+            "drop the newest data key (restoring what it replaced) and an older one's entries",
+            History,
+            |o, fx| {
+                // back to h2, except that dk1 and endpoint are also gone: h2's head (dk2)
+                // recorded endpoint
+                o.spec.data_keys.pop();
+                o.spec.entries.insert(
+                    "region".into(),
+                    fx.history[0].spec.entries["region"].clone(),
+                );
+                let dk1 = o.spec.data_keys[1].id.clone();
+                drop_data_key(o, &dk1);
+                o.spec.entries.remove("endpoint");
+            },
+            Some(STATE),
+        ),
+        (
+            "two heads: the newest data key no longer supersedes one nobody needs replaced",
+            History,
+            |o, _| {
+                let dk2 = o.spec.data_keys[2].id.clone();
+                o.spec.data_keys[3].supersedes.retain(|s| *s != dk2);
+            },
+            Some(INCONSISTENT),
+        ),
+        (
+            "add an absent id to the newest data key's supersedes",
+            History,
+            |o, _| {
+                let s = &mut o.spec.data_keys[3].supersedes;
+                s.push(encode(&[9u8; 32]));
+                s.sort();
+            },
+            Some(HEADER),
+        ),
+        // --- the state tag --------------------------------------------------------
+        (
+            "remove the stateTag (one data key)",
+            Strict,
+            |o, _| {
+                o.spec.data_keys[0].state_tag = None;
+            },
+            Some(BAD_FIELD),
+        ),
+        (
+            "remove the stateTag from the newest data key",
+            Merged,
+            |o, _| {
+                o.spec.data_keys[1].state_tag = None;
+            },
+            Some(BAD_FIELD),
+        ),
+        (
+            "remove the stateTag from an older data key",
+            Merged,
+            |o, _| {
+                o.spec.data_keys[0].state_tag = None;
+            },
+            None,
+        ), // only the head's state tag is read
+        (
+            "flip a bit in the stateTag",
+            Strict,
+            |o, _| {
+                let t = state_tag(o, 0);
+                *t = flip_b64(t, 31);
+            },
+            Some(STATE),
+        ),
+        (
+            "flip a bit in the newest data key's stateTag",
+            History,
+            |o, _| {
+                let t = state_tag(o, 3);
+                *t = flip_b64(t, 250);
+            },
+            Some(STATE),
+        ),
+        (
+            "flip a bit in an older data key's stateTag",
+            Merged,
+            |o, _| {
+                let t = state_tag(o, 0);
+                *t = flip_b64(t, 31);
+            },
+            None,
+        ), // stale by design after a merge, and not read
+        (
+            "give the newest data key an older one's (stale) stateTag",
+            History,
+            |o, _| {
+                o.spec.data_keys[3].state_tag = o.spec.data_keys[2].state_tag.clone();
+            },
+            Some(STATE),
+        ),
+        (
+            "give the newest data key another object's stateTag",
+            Strict,
+            |o, fx| {
+                o.spec.data_keys[0].state_tag = fx.strict_twin.spec.data_keys[0].state_tag.clone();
+            },
+            Some(STATE),
+        ),
         // --- metadata and scope ---------------------------------------------------
         (
             "strict: move to another namespace",
@@ -686,6 +946,23 @@ fn cases() -> Vec<Case> {
             Some(BAD_FIELD),
         ),
         (
+            "bad base64: stateTag",
+            Strict,
+            |o, _| o.spec.data_keys[0].state_tag = Some("state?".into()),
+            Some(BAD_FIELD),
+        ),
+        (
+            "wrong length: 31-byte stateTag",
+            Merged,
+            |o, _| {
+                let t = state_tag(o, 1);
+                *t = edit_b64(t, |v| {
+                    v.pop();
+                });
+            },
+            Some(BAD_FIELD),
+        ),
+        (
             "bad base64: supersedes",
             Merged,
             |o, _| o.spec.data_keys[1].supersedes[0] = "@".into(),
@@ -809,6 +1086,7 @@ async fn tamper_matrix() {
             Base::NsWide => fx.ns_wide.clone(),
             Base::Cluster => fx.cluster.clone(),
             Base::Merged => fx.merged.clone(),
+            Base::History => fx.history[3].clone(),
         };
         let before = o.clone();
         mutate(&mut o, &fx);
@@ -828,6 +1106,9 @@ async fn tamper_matrix() {
                 if matches!(base, Base::Merged) {
                     want.insert("endpoint", CANARY_NEW);
                     want.insert("secret_key", CANARY_NEW);
+                }
+                if matches!(base, Base::History) {
+                    want = history_values(3);
                 }
                 let got: BTreeMap<&str, &[u8]> = opened
                     .entries
@@ -867,16 +1148,13 @@ async fn allowlist_is_checked_before_unwrapping() {
     assert_eq!(class(&e), "InvalidSpec Provider.KeyNotAllowed");
 }
 
-/// KNOWN LIMITATION (documented in docs/FORMAT.md, "What merge-without-decrypt
-/// costs"): removing a newer data key *together with* every entry it holds,
-/// and putting back the older values those entries had, yields an object that
-/// never existed but verifies — as long as every name the removed key held is
-/// restored from an older key that still names it. Here, after two merges, the
-/// attacker drops the second data key (endpoint, secret_key) and restores the
-/// first seal's secret_key while keeping the third merge's region. If the
-/// format is changed to detect this, flip this test.
+/// Formerly a known limitation: after two merges, drop the second data key
+/// (endpoint, secret_key) with the entry only it held, put back the first
+/// seal's secret_key, keep the third merge's region. Structurally consistent
+/// and every data key's header verifies, but the state never existed: the
+/// newest data key's state tag (over the whole entry list) rejects it.
 #[tokio::test]
-async fn known_limitation_partial_rollback_by_dropping_a_data_key() {
+async fn partial_rollback_by_dropping_a_data_key_is_rejected() {
     let k = key();
     let m1 = seal_local(
         &input("creds", "flyte", Scope::Strict, template(), None, PAIRS),
@@ -894,12 +1172,115 @@ async fn known_limitation_partial_rollback_by_dropping_a_data_key() {
         .spec
         .entries
         .insert("secret_key".into(), m1.spec.entries["secret_key"].clone());
-    let opened = open(&forged, k)
-        .await
-        .expect("currently verifies (limitation)");
-    assert_eq!(opened.entries["secret_key"].expose(), CANARY_S.as_bytes());
-    assert_eq!(opened.entries["region"].expose(), b"r3");
-    assert!(!opened.entries.contains_key("endpoint"));
+    // Structurally fine: the supersede rule and the head rule hold.
+    let parsed = sealcred_shared::format::ParsedSpec::parse(&forged.spec).unwrap();
+    assert_eq!(
+        parsed.data_keys[parsed.head].id_b64,
+        m3.spec.data_keys[2].id
+    );
+    let e = open(&forged, k).await.expect_err("the forged state opened");
+    assert_no_plaintext("partial rollback", &e);
+    assert_eq!(class(&e), STATE, "{e}");
+}
+
+/// What remains (FORMAT.md, "What merge-without-decrypt costs"): dropping the
+/// newest data key together with exactly the entries it introduced, and
+/// putting back exactly what it replaced, yields the previous sealed object
+/// byte for byte; it verifies, as every earlier sealed state does.
+#[tokio::test]
+async fn dropping_the_newest_data_key_is_a_whole_object_rollback() {
+    let fx = fixtures().await;
+    let h = &fx.history;
+    // h3 -> h2: drop dk3, put back h0's region (what dk3 replaced).
+    let mut back = h[3].clone();
+    back.spec.data_keys.pop();
+    back.spec
+        .entries
+        .insert("region".into(), h[0].spec.entries["region"].clone());
+    assert_eq!(to_yaml(&back), to_yaml(&h[2]));
+    // h3 -> h1: also drop dk2, put back h0's secret_key.
+    let mut back2 = back.clone();
+    back2.spec.data_keys.pop();
+    back2
+        .spec
+        .entries
+        .insert("secret_key".into(), h[0].spec.entries["secret_key"].clone());
+    assert_eq!(to_yaml(&back2), to_yaml(&h[1]));
+    for (o, i) in [(&back, 2), (&back2, 1)] {
+        let opened = open(o, key()).await.unwrap();
+        let got: BTreeMap<&str, &[u8]> = opened
+            .entries
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose()))
+            .collect();
+        let want: BTreeMap<&str, &[u8]> = history_values(i)
+            .into_iter()
+            .map(|(k, v)| (k, v.as_bytes()))
+            .collect();
+        assert_eq!(got, want, "h{i}");
+    }
+}
+
+/// Exhaustive: of every object assembled from pieces of one object's history
+/// (for each entry name: absent, or any value it ever had; the data keys those
+/// values need), exactly the four sealed states open.
+#[tokio::test]
+async fn only_earlier_sealed_states_verify() {
+    let fx = fixtures().await;
+    let h = &fx.history;
+    // every (name -> entry) ever sealed, and every data key ever present
+    let mut versions: BTreeMap<String, Vec<sealcred_shared::crd::SealedEntry>> = BTreeMap::new();
+    for st in h {
+        for (n, e) in &st.spec.entries {
+            let v = versions.entry(n.clone()).or_default();
+            if !v.contains(e) {
+                v.push(e.clone());
+            }
+        }
+    }
+    let all_keys = h[3].spec.data_keys.clone();
+    let names: Vec<String> = versions.keys().cloned().collect();
+    let mut choice = vec![0usize; names.len()]; // 0 = absent, i = versions[i-1]
+    let mut opened = Vec::new();
+    let mut tried = 0;
+    loop {
+        let mut o = h[3].clone();
+        o.spec.entries.clear();
+        for (n, &c) in names.iter().zip(&choice) {
+            if c > 0 {
+                o.spec.entries.insert(n.clone(), versions[n][c - 1].clone());
+            }
+        }
+        o.spec.data_keys = all_keys
+            .iter()
+            .filter(|d| o.spec.entries.values().any(|e| e.data_key == d.id))
+            .cloned()
+            .collect();
+        if !o.spec.entries.is_empty() {
+            tried += 1;
+            if open(&o, key()).await.is_ok() {
+                opened.push(to_yaml(&o));
+            }
+        }
+        // next choice (odometer)
+        let mut i = 0;
+        while i < names.len() {
+            choice[i] += 1;
+            if choice[i] <= versions[&names[i]].len() {
+                break;
+            }
+            choice[i] = 0;
+            i += 1;
+        }
+        if i == names.len() {
+            break;
+        }
+    }
+    assert_eq!(tried, 2 * 3 * 3 * 2 - 1);
+    opened.sort();
+    let mut want: Vec<String> = h.iter().map(to_yaml).collect();
+    want.sort();
+    assert_eq!(opened, want);
 }
 
 // ---------------------------------------------------------------------------
@@ -965,6 +1346,15 @@ fn binary_fields(o: &SealedStorageCred) -> Vec<(String, usize)> {
         for (j, w) in d.wrappings.iter().enumerate() {
             out.push((format!("dk{i}.wrapping{j}"), decode_len(&w.ciphertext)));
         }
+        // Only the head's state tag is read (an older one is stale by design).
+        let head = !o
+            .spec
+            .data_keys
+            .iter()
+            .any(|x| x.supersedes.contains(&d.id));
+        if head {
+            out.push((format!("dk{i}.stateTag"), 32));
+        }
     }
     for (n, e) in &o.spec.entries {
         out.push((format!("entry.{n}.dataKey"), 32));
@@ -993,6 +1383,8 @@ fn flip_field(o: &mut SealedStorageCred, path: &str, bit: usize) {
             &mut d.commitment
         } else if f == "headerTag" {
             &mut d.header_tag
+        } else if f == "stateTag" {
+            d.state_tag.as_mut().unwrap()
         } else if let Some(j) = f.strip_prefix("supersedes") {
             &mut d.supersedes[j.parse::<usize>().unwrap()]
         } else {
@@ -1070,6 +1462,7 @@ proptest! {
                 }
             }
             let new = m.spec.data_keys.last().unwrap();
+            prop_assert!(new.state_tag.is_some(), "the new data key has no stateTag");
             let old_ids: Vec<String> = {
                 let mut v: Vec<String> = o.spec.data_keys.iter().map(|d| d.id.clone()).collect();
                 v.sort();
@@ -1082,6 +1475,8 @@ proptest! {
                 match m.spec.data_keys.iter().find(|x| x.id == d.id) {
                     Some(x) => {
                         prop_assert!(live);
+                        // including its (now stale) stateTag
+                        prop_assert_eq!(&x.state_tag, &d.state_tag, "stateTag changed");
                         prop_assert_eq!(x, d, "data key changed");
                     }
                     None => prop_assert!(!live),

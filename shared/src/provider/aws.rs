@@ -61,9 +61,22 @@ pub struct AwsKms {
 impl AwsKms {
     /// A provider for `key`. A key ARN's own region wins over `AWS_REGION`.
     pub fn new(config: &SdkConfig, key: &str) -> Result<AwsKms, ProviderError> {
+        Self::with_endpoint(config, key, None)
+    }
+
+    /// Like [`AwsKms::new`], with the KMS endpoint set to `endpoint` when given
+    /// (it wins over `AWS_ENDPOINT_URL_KMS` / the configuration's endpoint).
+    pub fn with_endpoint(
+        config: &SdkConfig,
+        key: &str,
+        endpoint: Option<&str>,
+    ) -> Result<AwsKms, ProviderError> {
         let mut b = aws_sdk_kms::config::Builder::from(config);
         if let Some(r) = arn_region(key) {
             b = b.region(Region::new(r.to_string()));
+        }
+        if let Some(url) = endpoint {
+            b = b.endpoint_url(url);
         }
         let conf = b.build();
         let region = conf.region().map(|r| r.to_string()).ok_or_else(|| {

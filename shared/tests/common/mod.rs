@@ -79,7 +79,9 @@ pub fn class(e: &Error) -> String {
         ),
         Error::HeaderAuth { what, .. } => match *what {
             "key commitment" => "HeaderAuth.Commitment".to_string(),
-            _ => "HeaderAuth.HeaderTag".to_string(),
+            "header tag" => "HeaderAuth.HeaderTag".to_string(),
+            "state tag (the entry list)" => "HeaderAuth.StateTag".to_string(),
+            other => format!("HeaderAuth.Unknown({other})"),
         },
         Error::EntryAuth { .. } => "EntryAuth".to_string(),
         Error::Input(_) => "Input".to_string(),
@@ -216,6 +218,12 @@ pub struct Trace {
     pub keys: Vec<KeyTrace>,
     /// Per entry: (name, AAD, nonce, plaintext).
     pub entries: Vec<EntryTrace>,
+    /// Index of the head: the one data key no other lists in `supersedes`.
+    pub head: usize,
+    /// Canonical state bytes (the whole entry list).
+    pub state: Vec<u8>,
+    /// HMAC-SHA256(head's header key, state bytes).
+    pub state_tag: Vec<u8>,
 }
 
 /// Intermediate values of one data key.
@@ -375,6 +383,37 @@ pub fn independent_open(
         t.keys.push(kt);
     }
 
+    // The head: the one data key that no data key lists in `supersedes`
+    // (ids compared as text). Its stateTag covers the whole entry list.
+    let heads: Vec<usize> = (0..s.data_keys.len())
+        .filter(|&i| {
+            !s.data_keys
+                .iter()
+                .any(|d| d.supersedes.contains(&s.data_keys[i].id))
+        })
+        .collect();
+    assert_eq!(heads.len(), 1, "exactly one head");
+    t.head = heads[0];
+    let st = &mut t.state;
+    lp(st, b"sealcred/v1 state");
+    st.extend_from_slice(&s.format_version.to_be_bytes());
+    lp(st, s.suite.as_bytes());
+    lp(st, &t.binding);
+    count(st, s.entries.len());
+    for (ename, e) in &s.entries {
+        lp(st, ename.as_bytes());
+        lp(st, &value_keys[&e.data_key].0); // the decoded id, 32 raw bytes
+    }
+    let mut mac =
+        <hmac::Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&t.keys[t.head].header_key).unwrap();
+    mac.update(&t.state);
+    t.state_tag = mac.finalize().into_bytes().to_vec();
+    let stored = s.data_keys[t.head]
+        .state_tag
+        .as_deref()
+        .expect("the head has a stateTag");
+    assert_eq!(t.state_tag, b64(stored), "state tag");
+
     let mut out = BTreeMap::new();
     for (ename, e) in &s.entries {
         let (id, vk) = &value_keys[&e.data_key];
@@ -494,6 +533,15 @@ pub fn worked_example(obj: &SealedStorageCred) -> String {
         )
         .unwrap();
     }
+    writeln!(w, "head (no other supersedes it)   dataKeys[{}]", t.head).unwrap();
+    writeln!(w, "state bytes                     {}", hex(&t.state)).unwrap();
+    writeln!(
+        w,
+        "dataKeys[{}] state tag           {}",
+        t.head,
+        hex(&t.state_tag)
+    )
+    .unwrap();
     for (name, aad, nonce, _) in &t.entries {
         let ct = b64(&obj.spec.entries[name].ciphertext);
         let (body, tag) = ct.split_at(ct.len() - 16);

@@ -1,0 +1,1 @@
+//! Benchmark support for `scripts/bench`. See BENCHMARKS.md.

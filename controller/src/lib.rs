@@ -1,0 +1,84 @@
+//! sealcred's Kubernetes controller: turns `SealedStorageCred` objects into Secrets.
+//!
+//! Modules:
+//! - [`controller`]: the one `reconcile`, the one `error_policy`, and [`controller::run`].
+//! - [`options`]: the command-line flags (also used by the tests to configure a run).
+//! - [`metrics`]: Prometheus metrics (prometheus-client).
+//! - [`leader`]: leader election on a `coordination.k8s.io` Lease.
+//! - [`http`]: the `/metrics`, `/healthz` and `/readyz` server.
+//! - [`harden`]: process hardening at start (no core dumps, not dumpable).
+//! - [`restart`]: rolling restarts of workloads annotated `sealcred.io/restart-on-change`.
+//!
+//! Plaintext lives only in `SecretBytes` (from `sealcred_shared::secret`) until the
+//! moment a Secret is written; see `docs/operations.md`.
+#![deny(missing_docs)]
+
+pub mod controller;
+pub mod harden;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod options;
+pub mod restart;
+
+/// Field manager of every server-side apply the controller makes.
+pub const FIELD_MANAGER: &str = "sealcred-controller";
+
+/// Errors of the controller. None carries plaintext.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[source] kube::Error),
+    /// Opening the sealed object failed (reason from `Error::reason()`).
+    #[error("{0}")]
+    Unseal(#[source] sealcred_shared::Error),
+    /// A Secret with the target name exists and is not ours to take over.
+    #[error("{0}")]
+    SecretConflict(String),
+    /// The object cannot be acted upon (missing name, namespace or uid).
+    #[error("invalid object: {0}")]
+    InvalidObject(String),
+    /// The SealedStorageCred CRD is not installed.
+    #[error(
+        "the SealedStorageCred CRD is not installed or not readable ({0}); apply deploy/crd.yaml (or `sealcred-controller crd | kubectl apply -f -`)"
+    )]
+    CrdMissing(#[source] kube::Error),
+    /// This replica lost its leader lease.
+    #[error("lost the leader lease {0}; exiting so that a fresh replica can take over")]
+    LostLeadership(String),
+    /// Bad configuration (flags).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The HTTP server failed.
+    #[error("HTTP server: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+impl Error {
+    /// The `Ready=False` reason for this error (also the metric label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Unseal(e) => e.reason(),
+            Error::SecretConflict(_) => "SecretConflict",
+            Error::InvalidObject(_) => "InvalidSpec",
+            Error::Kube(_) => "KubeError",
+            Error::CrdMissing(_) => "CrdMissing",
+            Error::LostLeadership(_) => "LostLeadership",
+            Error::Config(_) => "Config",
+            Error::Http(_) => "Http",
+        }
+    }
+
+    /// Whether retrying soon may succeed (KMS unavailable, API errors).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Unseal(e) => e.is_transient(),
+            Error::Kube(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The controller's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,261 @@
+//! Command-line flags of `sealcred-controller` (each also readable from the environment).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser, Subcommand};
+
+/// The `sealcred-controller` command line.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "sealcred-controller",
+    version,
+    about = "Unseals SealedStorageCred objects into Kubernetes Secrets"
+)]
+pub struct Cli {
+    /// What to do (default: run the controller).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Controller flags.
+    #[command(flatten)]
+    pub options: Options,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Print the SealedStorageCred CRD (YAML) generated from the Rust types.
+    Crd,
+    /// Run the controller (the default).
+    Run,
+}
+
+/// How the controller runs.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Options {
+    /// KMS keys the controller may call: key ARNs, ARN prefixes ending in `*`
+    /// (`arn:aws:kms:eu-west-1:111122223333:key/*`), or `local:<fingerprint>`.
+    /// Repeatable, or comma-separated in SEALCRED_KMS_ALLOW. Objects naming
+    /// other keys fail with InvalidSpec and cause no KMS call.
+    #[arg(long = "kms-allow", env = "SEALCRED_KMS_ALLOW", value_delimiter = ',')]
+    pub kms_allow: Vec<String>,
+
+    /// A local key file (development clusters). Its own `local:` id is allowed.
+    #[arg(long = "local-key", env = "SEALCRED_LOCAL_KEY")]
+    pub local_key: Option<PathBuf>,
+
+    /// Only watch this namespace (default: all namespaces).
+    #[arg(long, env = "SEALCRED_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Only handle SealedStorageCreds matching this label selector (sharding).
+    #[arg(long, env = "SEALCRED_SELECTOR")]
+    pub selector: Option<String>,
+
+    /// How many objects are reconciled at once.
+    #[arg(long, env = "SEALCRED_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: u16,
+
+    /// Address of the /metrics, /healthz and /readyz server (`off` to disable).
+    #[arg(
+        long = "metrics-addr",
+        env = "SEALCRED_METRICS_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub metrics_addr: String,
+
+    /// Elect a leader through a coordination.k8s.io Lease (run several replicas).
+    #[arg(long = "leader-elect", env = "SEALCRED_LEADER_ELECT", action = ArgAction::Set, default_value_t = true)]
+    pub leader_elect: bool,
+
+    /// Name of the Lease.
+    #[arg(long = "lease-name", default_value = "sealcred-controller")]
+    pub lease_name: String,
+
+    /// Namespace of the Lease (default: POD_NAMESPACE, else `sealcred-system`).
+    #[arg(
+        long = "lease-namespace",
+        env = "POD_NAMESPACE",
+        default_value = "sealcred-system"
+    )]
+    pub lease_namespace: String,
+
+    /// Seconds a leader's lease lasts without renewal before another replica takes over.
+    #[arg(long = "lease-duration", default_value_t = 15)]
+    pub lease_duration_secs: u64,
+
+    /// Seconds between lease renewals (and between acquisition attempts).
+    #[arg(long = "lease-renew", default_value_t = 5)]
+    pub lease_renew_secs: u64,
+
+    /// This replica's identity in the Lease (default: POD_NAME, else hostname-pid).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// Longest wait between retries of a transient failure (KMS unavailable), in seconds.
+    #[arg(long = "max-backoff", default_value_t = 300)]
+    pub max_backoff_secs: u64,
+
+    /// Seconds between periodic re-checks of a healthy object (no KMS call unless something changed).
+    #[arg(long = "resync", default_value_t = 3600)]
+    pub resync_secs: u64,
+
+    /// KMS endpoint for the keys of one region, REGION=URL (repeatable, or
+    /// comma-separated in SEALCRED_KMS_ENDPOINT): VPC endpoints, or tests with
+    /// one KMS server per region. Other regions use the standard AWS configuration.
+    #[arg(
+        long = "kms-endpoint",
+        env = "SEALCRED_KMS_ENDPOINT",
+        value_name = "REGION=URL",
+        value_delimiter = ','
+    )]
+    pub kms_endpoints: Vec<String>,
+
+    /// Roll Deployments, StatefulSets and DaemonSets annotated
+    /// `sealcred.io/restart-on-change` when a Secret they name changes
+    /// (needs get/list/patch on them; `false` needs no such RBAC).
+    #[arg(long = "workload-restarts", env = "SEALCRED_WORKLOAD_RESTARTS", action = ArgAction::Set, default_value_t = true)]
+    pub workload_restarts: bool,
+}
+
+impl Options {
+    /// Options parsed from `args` (the first item is the program name).
+    pub fn parse_from<I, T>(args: I) -> Result<Options, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Cli::try_parse_from(args).map(|c| c.options)
+    }
+
+    /// The metrics address, or `None` when disabled.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, crate::Error> {
+        if self.metrics_addr == "off" || self.metrics_addr.is_empty() {
+            return Ok(None);
+        }
+        self.metrics_addr
+            .parse()
+            .map(Some)
+            .map_err(|e| crate::Error::Config(format!("--metrics-addr {}: {e}", self.metrics_addr)))
+    }
+
+    /// This replica's identity.
+    pub fn identity(&self) -> String {
+        self.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "sealcred".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
+    /// Lease duration.
+    pub fn lease_duration(&self) -> Duration {
+        Duration::from_secs(self.lease_duration_secs.max(1))
+    }
+
+    /// Lease renewal period.
+    pub fn lease_renew(&self) -> Duration {
+        Duration::from_secs(self.lease_renew_secs.max(1))
+    }
+
+    /// The `--kms-endpoint` flags as region → URL.
+    pub fn kms_endpoints(&self) -> Result<HashMap<String, String>, crate::Error> {
+        let mut out = HashMap::new();
+        for e in &self.kms_endpoints {
+            let (region, url) = e
+                .split_once('=')
+                .map(|(r, u)| (r.trim(), u.trim()))
+                .filter(|(r, u)| !r.is_empty() && !u.is_empty())
+                .ok_or_else(|| {
+                    crate::Error::Config(format!("--kms-endpoint {e:?}: expected REGION=URL"))
+                })?;
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(crate::Error::Config(format!(
+                    "--kms-endpoint {e:?}: the URL must start with https:// (or http://)"
+                )));
+            }
+            if out.insert(region.to_string(), url.to_string()).is_some() {
+                return Err(crate::Error::Config(format!(
+                    "--kms-endpoint: region {region} given twice"
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks flag combinations.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        if self.concurrency == 0 {
+            return Err(crate::Error::Config(
+                "--concurrency must be at least 1".into(),
+            ));
+        }
+        self.kms_endpoints()?;
+        if self.leader_elect && self.lease_renew_secs >= self.lease_duration_secs {
+            return Err(crate::Error::Config(
+                "--lease-renew must be shorter than --lease-duration".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse() {
+        let o = Options::parse_from([
+            "x",
+            "--kms-allow",
+            "arn:aws:kms:us-east-1:1:key/*",
+            "--kms-allow=local:ab",
+            "--leader-elect=false",
+            "--namespace",
+            "ns1",
+            "--concurrency",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(o.kms_allow, ["arn:aws:kms:us-east-1:1:key/*", "local:ab"]);
+        assert!(!o.leader_elect);
+        assert_eq!(o.namespace.as_deref(), Some("ns1"));
+        assert_eq!(o.concurrency, 2);
+        assert!(o.workload_restarts);
+        o.validate().unwrap();
+    }
+
+    #[test]
+    fn kms_endpoints_parse() {
+        let o = Options::parse_from([
+            "x",
+            "--kms-endpoint",
+            "us-east-1=http://127.0.0.1:1",
+            "--kms-endpoint=eu-west-1=https://vpce-1.kms.eu-west-1.vpce.amazonaws.com",
+            "--workload-restarts=false",
+        ])
+        .unwrap();
+        let m = o.kms_endpoints().unwrap();
+        assert_eq!(m["us-east-1"], "http://127.0.0.1:1");
+        assert_eq!(
+            m["eu-west-1"],
+            "https://vpce-1.kms.eu-west-1.vpce.amazonaws.com"
+        );
+        assert!(!o.workload_restarts);
+        for bad in ["us-east-1", "=http://x", "us-east-1=ftp://x"] {
+            let o = Options::parse_from(["x", "--kms-endpoint", bad]).unwrap();
+            assert!(o.validate().is_err(), "{bad}");
+        }
+        let o = Options::parse_from([
+            "x",
+            "--kms-endpoint=r=http://a",
+            "--kms-endpoint=r=http://b",
+        ])
+        .unwrap();
+        assert!(o.validate().is_err());
+    }
+}

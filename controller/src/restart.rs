@@ -1,0 +1,257 @@
+//! Rolling restarts of the workloads that read a Secret the controller writes.
+//!
+//! A Deployment, StatefulSet or DaemonSet annotated
+//! `sealcred.io/restart-on-change: "<secret>[,<secret>...]"` is rolled when the sealed
+//! content of a named Secret changes: the controller sets the pod-template annotation
+//! `sealcred.io/restarted-for-<secret>` to the Secret's [`content_digest`] with a JSON
+//! merge patch (field manager [`crate::FIELD_MANAGER`]), which the workload's own
+//! controller turns into a rolling update.
+//!
+//! When to patch, per workload naming the Secret:
+//! - the annotation already holds the current digest: nothing (restarts, resyncs and
+//!   re-applies of the same object are no-ops, and the patch itself is idempotent);
+//! - it holds another digest: patch (this also catches up after a controller that
+//!   died between writing the Secret and rolling the workload);
+//! - it is absent: patch only if this controller has just changed the Secret's data
+//!   (a newly annotated workload is not rolled by a resync or a controller restart).
+//!
+//! The digest covers the sealed entries only (names, data-key ids, nonces and
+//! ciphertexts): never plaintext, and unchanged by `sealcred rotate --add-kms /
+//! --remove-kms`, which rewraps data keys without changing any value, or by edits of
+//! the Secret's labels or annotations.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::Resource as ApiResource;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use sealcred_shared::crd::SealedStorageCred;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+use crate::{Error, FIELD_MANAGER, Result};
+
+/// Annotation on a workload: the Secrets (comma-separated) whose change rolls it.
+pub const RESTART_ON_CHANGE_ANNOTATION: &str = "sealcred.io/restart-on-change";
+/// Prefix of the pod-template annotation the controller sets (see [`restarted_for_key`]).
+pub const RESTARTED_FOR_PREFIX: &str = "sealcred.io/restarted-for-";
+
+/// The longest name part of an annotation key.
+const MAX_NAME_PART: usize = 63;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 (hex) of the object's namespace/name and its sealed entries (names,
+/// data-key ids, nonces, ciphertexts): changes exactly when the sealed values change.
+/// Computed from ciphertext only, never from plaintext.
+pub fn content_digest(obj: &SealedStorageCred, namespace: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"sealcred.io/content-digest/v1\n");
+    h.update(namespace.as_bytes());
+    h.update(b"\n");
+    h.update(obj.name_any().as_bytes());
+    h.update(b"\n");
+    // A BTreeMap of structs: serializes in a canonical order.
+    h.update(serde_json::to_vec(&obj.spec.entries).unwrap_or_default());
+    hex(&h.finalize())
+}
+
+/// The pod-template annotation key for `secret`: `sealcred.io/restarted-for-<secret>`,
+/// or, when that name part would exceed 63 characters, the name cut short and
+/// followed by `-` and 10 hex digits of its SHA-256 (still unique per Secret).
+pub fn restarted_for_key(secret: &str) -> String {
+    let name_part = &RESTARTED_FOR_PREFIX["sealcred.io/".len()..];
+    if name_part.len() + secret.len() <= MAX_NAME_PART {
+        return format!("{RESTARTED_FOR_PREFIX}{secret}");
+    }
+    let hash = hex(&Sha256::digest(secret.as_bytes()));
+    let keep = MAX_NAME_PART - name_part.len() - 1 - 10;
+    // Secret names are ASCII (DNS subdomains): any byte index is a char boundary.
+    format!("{RESTARTED_FOR_PREFIX}{}-{}", &secret[..keep], &hash[..10])
+}
+
+/// Whether the workload's `sealcred.io/restart-on-change` names `secret`.
+pub fn names_secret(annotations: &BTreeMap<String, String>, secret: &str) -> bool {
+    annotations
+        .get(RESTART_ON_CHANGE_ANNOTATION)
+        .is_some_and(|v| v.split(',').any(|s| s.trim() == secret))
+}
+
+/// What to do with one workload (see the module documentation).
+pub fn needs_restart(current: Option<&str>, digest: &str, content_changed: bool) -> bool {
+    match current {
+        Some(v) => v != digest,
+        None => content_changed,
+    }
+}
+
+/// One workload that was rolled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restarted {
+    /// `Deployment`, `StatefulSet` or `DaemonSet`.
+    pub kind: &'static str,
+    /// Its name.
+    pub name: String,
+}
+
+/// What the restart pass needs from the controller.
+pub struct Restarter<'a> {
+    /// The API client.
+    pub client: &'a Client,
+    /// Events on the rolled workloads.
+    pub recorder: &'a Recorder,
+    /// `sealcred_workload_restarts_total`.
+    pub metrics: &'a Metrics,
+}
+
+impl Restarter<'_> {
+    /// Rolls every workload of `namespace` that names `secret` and needs it.
+    /// `content_changed`: this reconcile has just changed the Secret's data.
+    pub async fn restart_for(
+        &self,
+        namespace: &str,
+        secret: &str,
+        digest: &str,
+        content_changed: bool,
+    ) -> Result<Vec<Restarted>> {
+        let mut done = Vec::new();
+        self.pass::<Deployment>(namespace, secret, digest, content_changed, &mut done, |d| {
+            d.spec.template.metadata.as_ref()?.annotations.as_ref()
+        })
+        .await?;
+        self.pass::<StatefulSet>(namespace, secret, digest, content_changed, &mut done, |s| {
+            s.spec.template.metadata.as_ref()?.annotations.as_ref()
+        })
+        .await?;
+        self.pass::<DaemonSet>(namespace, secret, digest, content_changed, &mut done, |d| {
+            d.spec.template.metadata.as_ref()?.annotations.as_ref()
+        })
+        .await?;
+        Ok(done)
+    }
+
+    async fn pass<K>(
+        &self,
+        namespace: &str,
+        secret: &str,
+        digest: &str,
+        content_changed: bool,
+        done: &mut Vec<Restarted>,
+        template_annotations: fn(&K) -> Option<&BTreeMap<String, String>>,
+    ) -> Result<()>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + ApiResource
+            + Clone
+            + Debug
+            + DeserializeOwned
+            + Serialize,
+    {
+        let kind = <K as ApiResource>::KIND;
+        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
+        // Metadata only: the annotation that opts in is on the workload's metadata.
+        let list = api
+            .list_metadata(&ListParams::default())
+            .await
+            .map_err(Error::Kube)?;
+        let key = restarted_for_key(secret);
+        for meta in list
+            .items
+            .iter()
+            .filter(|m| names_secret(m.annotations(), secret))
+        {
+            let name = meta.name_any();
+            let Some(workload) = api.get_opt(&name).await.map_err(Error::Kube)? else {
+                continue;
+            };
+            let current = template_annotations(&workload).and_then(|a| a.get(&key));
+            if !needs_restart(current.map(String::as_str), digest, content_changed) {
+                continue;
+            }
+            let patch = json!({
+                "spec": { "template": { "metadata": { "annotations": { &key: digest } } } }
+            });
+            let pp = PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            };
+            api.patch(&name, &pp, &Patch::Merge(&patch))
+                .await
+                .map_err(Error::Kube)?;
+            info!(kind, workload = %name, %secret, "rolled the workload: its Secret changed");
+            self.metrics.workload_restarted(kind);
+            let ev = Event {
+                type_: EventType::Normal,
+                reason: "SecretChanged".into(),
+                note: Some(format!(
+                    "Secret {secret} changed (content digest {}…): rolling restart through the pod-template annotation {key}",
+                    &digest[..12.min(digest.len())]
+                )),
+                action: "Restart".into(),
+                secondary: None,
+            };
+            if let Err(e) = self.recorder.publish(&ev, &workload.object_ref(&())).await {
+                warn!(error = %e, "publishing an event failed");
+            }
+            done.push(Restarted { kind, name });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotation_keys_are_valid_and_distinct() {
+        assert_eq!(
+            restarted_for_key("flyte-storage-creds"),
+            "sealcred.io/restarted-for-flyte-storage-creds"
+        );
+        let long_a = format!("{}-a", "x".repeat(200));
+        let long_b = format!("{}-b", "x".repeat(200));
+        let (a, b) = (restarted_for_key(&long_a), restarted_for_key(&long_b));
+        assert_ne!(a, b);
+        for k in [&a, &b, &restarted_for_key(&"y".repeat(49))] {
+            let name = k.strip_prefix("sealcred.io/").unwrap();
+            assert!(name.len() <= MAX_NAME_PART, "{k}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            );
+            assert!(name.ends_with(|c: char| c.is_ascii_alphanumeric()), "{k}");
+        }
+    }
+
+    #[test]
+    fn restart_on_change_lists_secrets() {
+        let a = BTreeMap::from([(
+            RESTART_ON_CHANGE_ANNOTATION.to_string(),
+            "db, flyte-storage-creds".to_string(),
+        )]);
+        assert!(names_secret(&a, "db"));
+        assert!(names_secret(&a, "flyte-storage-creds"));
+        assert!(!names_secret(&a, "flyte"));
+        assert!(!names_secret(&BTreeMap::new(), "db"));
+    }
+
+    #[test]
+    fn restart_only_on_a_real_change() {
+        assert!(!needs_restart(Some("d1"), "d1", true));
+        assert!(!needs_restart(Some("d1"), "d1", false));
+        assert!(needs_restart(Some("d0"), "d1", false));
+        assert!(needs_restart(None, "d1", true));
+        assert!(!needs_restart(None, "d1", false));
+    }
+}
