@@ -425,7 +425,9 @@ def measure(tool, kube, ns, objects, tag, restart):
          "loadavg_1m_before": load0}
     # Let it finish its status writes, then restart it with nothing changed.
     wait_until(f"{tool.name} to report {n} reconciles", 600, lambda: c.reconciled(c.metrics()) >= n, 0.1)
-    r["kms_calls"] = tool.kms_calls(c.metrics())
+    text = c.metrics()
+    r["kms_calls"] = tool.kms_calls(text)
+    (OUT / "controller" / "logs" / f"{tag}.metrics").write_text(text or "")
     if restart:
         c.stop()
         t1 = time.perf_counter()
