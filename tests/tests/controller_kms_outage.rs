@@ -9,65 +9,11 @@
 mod controller_support;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use controller_support::*;
 use kube::api::Api;
 use sealcred_shared::crd::SealedStorageCred;
-use sealcred_tests::testenv;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-
-/// A TCP proxy that can be switched off (connections reset, open ones cut).
-struct Proxy {
-    url: String,
-    up: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    _accept: JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let up = Arc::new(AtomicBool::new(true));
-        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (up2, conns2) = (Arc::clone(&up), Arc::clone(&conns));
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    continue;
-                };
-                if !up2.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let h = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                conns2.lock().unwrap().push(h);
-            }
-        });
-        Proxy {
-            url,
-            up,
-            conns,
-            _accept: accept,
-        }
-    }
-
-    fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::SeqCst);
-        if !up {
-            for h in self.conns.lock().unwrap().drain(..) {
-                h.abort();
-            }
-        }
-    }
-}
+use sealcred_tests::{Proxy, testenv};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_outage_keeps_the_secret_and_recovers() {

@@ -15,8 +15,6 @@ mod controller_support;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
@@ -31,11 +29,9 @@ use kube::{Resource, ResourceExt};
 use sealcred_shared::crd::{Scope, SealedStorageCred};
 use sealcred_shared::provider::aws::AwsKms;
 use sealcred_shared::seal::{self, SealInput};
-use sealcred_tests::{TestEnv, testenv};
+use sealcred_tests::{Proxy, TestEnv, testenv};
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
-use tokio::task::JoinHandle;
 
 const RESTARTED_FOR: &str = "sealcred.io/restarted-for-app";
 
@@ -288,56 +284,6 @@ async fn annotated_workloads_restart_exactly_once_per_change() {
     );
     assert_eq!(ctl.metrics().workload_restarts_total(), 3);
     ctl.stop().await.unwrap();
-}
-
-/// A TCP proxy that can be switched off (connections reset, open ones cut).
-struct Proxy {
-    url: String,
-    up: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    _accept: JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let up = Arc::new(AtomicBool::new(true));
-        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (up2, conns2) = (Arc::clone(&up), Arc::clone(&conns));
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    continue;
-                };
-                if !up2.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let h = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                conns2.lock().unwrap().push(h);
-            }
-        });
-        Proxy {
-            url,
-            up,
-            conns,
-            _accept: accept,
-        }
-    }
-
-    fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::SeqCst);
-        if !up {
-            for h in self.conns.lock().unwrap().drain(..) {
-                h.abort();
-            }
-        }
-    }
 }
 
 /// A second moto_server (from the project venv) on a free port; killed when dropped.
