@@ -33,6 +33,17 @@ fn controller_bin() -> PathBuf {
     p
 }
 
+/// Kills the controller even when an assertion fails first, so no stray
+/// controller keeps reconciling other tests' objects.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn scrape(port: u16) -> String {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
@@ -97,22 +108,24 @@ async fn canary_never_leaves_the_secret() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(controller_bin())
-        .args([
-            "--kms-allow",
-            env.key_arn(),
-            "--leader-elect=false",
-            "--selector",
-            &run,
-            &format!("--metrics-addr=127.0.0.1:{port}"),
-        ])
-        .envs(env.all_env())
-        .env("RUST_LOG", "trace")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(controller_bin())
+            .args([
+                "--kms-allow",
+                env.key_arn(),
+                "--leader-elect=false",
+                "--selector",
+                &run,
+                &format!("--metrics-addr=127.0.0.1:{port}"),
+            ])
+            .envs(env.all_env())
+            .env("RUST_LOG", "trace")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
 
     wait_ready(&client, &ns, "good", "True", "Unsealed").await;
     wait_ready(&client, &ns, "tampered", "False", "DecryptFailed").await;
@@ -124,8 +137,8 @@ async fn canary_never_leaves_the_secret() {
 
     let metrics = scrape(port);
     assert!(metrics.contains("sealcred_"), "no metrics scraped");
-    let _ = child.kill();
-    let _ = child.wait();
+    let _ = child.0.kill();
+    let _ = child.0.wait();
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(
         logs.len() > 1000,

@@ -145,12 +145,7 @@ const CALLS: &[Call] = &[
 
 /// Granted by deploy/rbac.yaml but used by no call in controller/src. Each
 /// entry needs a reason; an empty list is the goal.
-const KNOWN_EXTRA: &[(Grant, &str)] = &[(
-    ("sealcred.io", SSC, "get"),
-    "no GET of a single SealedStorageCred anywhere in controller/src (the \
-     controller reads them from its watch cache); namespace_scoped_install_works \
-     runs without it — candidate for removal from deploy/rbac.yaml",
-)];
+const KNOWN_EXTRA: &[(Grant, &str)] = &[];
 
 /// The kube client calls looked for in controller/src. Any of these found at a
 /// place not listed in [`CALLS`] fails the test.
