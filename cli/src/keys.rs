@@ -61,11 +61,7 @@ pub async fn providers(
 /// every `--kms local:PATH`, the `extra` paths (from creation rules) and the
 /// default key file.
 pub fn keyring(args: &KeyArgs, extra: &[PathBuf]) -> Keyring {
-    let mut paths: Vec<PathBuf> = args
-        .kms
-        .iter()
-        .filter_map(|k| k.strip_prefix("local:").map(PathBuf::from))
-        .collect();
+    let mut paths = local_paths(&args.kms);
     paths.extend(extra.iter().cloned());
     paths.extend(local::default_path());
     Keyring::new(Allowlist::any(), args.local_key.clone()).with_local_keys(paths)

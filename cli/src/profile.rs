@@ -254,53 +254,39 @@ fn render_flyte_binary(i: &Inputs) -> BTreeMap<String, SecretBytes> {
     BTreeMap::from([("200-sealcred-storage.yaml".to_string(), d.done())])
 }
 
+/// A Secret of environment variables: each present value under its name.
+fn env_vars(vars: &[(&str, Option<&[u8]>)]) -> BTreeMap<String, SecretBytes> {
+    vars.iter()
+        .filter_map(|(name, v)| v.map(|v| (name.to_string(), SecretBytes::copy_from(v))))
+        .collect()
+}
+
+fn secret(v: &Option<SecretBytes>) -> Option<&[u8]> {
+    v.as_ref().map(|b| b.expose())
+}
+
+fn plain(v: &Option<String>) -> Option<&[u8]> {
+    v.as_deref().map(str::as_bytes)
+}
+
 /// Flyte task pods: the FLYTE_AWS_* variables flytekit's S3 access reads.
 fn render_flyte_task_env(i: &Inputs) -> BTreeMap<String, SecretBytes> {
-    let mut m = BTreeMap::new();
-    m.insert(
-        "FLYTE_AWS_ACCESS_KEY_ID".into(),
-        SecretBytes::copy_from(s(&i.access_key_id)),
-    );
-    m.insert(
-        "FLYTE_AWS_SECRET_ACCESS_KEY".into(),
-        SecretBytes::copy_from(s(&i.secret_access_key)),
-    );
-    if i.endpoint.is_some() {
-        m.insert(
-            "FLYTE_AWS_ENDPOINT".into(),
-            SecretBytes::copy_from(o(&i.endpoint)),
-        );
-    }
-    m
+    env_vars(&[
+        ("FLYTE_AWS_ACCESS_KEY_ID", secret(&i.access_key_id)),
+        ("FLYTE_AWS_SECRET_ACCESS_KEY", secret(&i.secret_access_key)),
+        ("FLYTE_AWS_ENDPOINT", plain(&i.endpoint)),
+    ])
 }
 
 /// The standard AWS SDK environment variables.
 fn render_aws_env(i: &Inputs) -> BTreeMap<String, SecretBytes> {
-    let mut m = BTreeMap::new();
-    m.insert(
-        "AWS_ACCESS_KEY_ID".into(),
-        SecretBytes::copy_from(s(&i.access_key_id)),
-    );
-    m.insert(
-        "AWS_SECRET_ACCESS_KEY".into(),
-        SecretBytes::copy_from(s(&i.secret_access_key)),
-    );
-    if i.session_token.is_some() {
-        m.insert(
-            "AWS_SESSION_TOKEN".into(),
-            SecretBytes::copy_from(s(&i.session_token)),
-        );
-    }
-    if i.region.is_some() {
-        m.insert("AWS_REGION".into(), SecretBytes::copy_from(o(&i.region)));
-    }
-    if i.endpoint.is_some() {
-        m.insert(
-            "AWS_ENDPOINT_URL_S3".into(),
-            SecretBytes::copy_from(o(&i.endpoint)),
-        );
-    }
-    m
+    env_vars(&[
+        ("AWS_ACCESS_KEY_ID", secret(&i.access_key_id)),
+        ("AWS_SECRET_ACCESS_KEY", secret(&i.secret_access_key)),
+        ("AWS_SESSION_TOKEN", secret(&i.session_token)),
+        ("AWS_REGION", plain(&i.region)),
+        ("AWS_ENDPOINT_URL_S3", plain(&i.endpoint)),
+    ])
 }
 
 /// Checks an endpoint URL: http or https, a host, no user info, query or fragment.

@@ -72,10 +72,15 @@ impl DerivedKeys {
 
     /// HMAC-SHA256(header key, header bytes).
     pub fn header_tag(&self, header: &[u8]) -> [u8; HEADER_TAG_LEN] {
+        self.mac(header).finalize().into_bytes().into()
+    }
+
+    /// HMAC-SHA256 keyed with the header key, fed `bytes`.
+    fn mac(&self, bytes: &[u8]) -> hmac::Hmac<Sha256> {
         let mut mac = <hmac::Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&self.header_key[..])
             .expect("HMAC takes any key length");
-        mac.update(header);
-        mac.finalize().into_bytes().into()
+        mac.update(bytes);
+        mac
     }
 
     /// Constant-time check of a stored header tag.
@@ -84,10 +89,7 @@ impl DerivedKeys {
         header: &[u8],
         stored: &[u8; HEADER_TAG_LEN],
     ) -> Result<(), AuthError> {
-        let mut mac = <hmac::Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&self.header_key[..])
-            .expect("HMAC takes any key length");
-        mac.update(header);
-        mac.verify_slice(stored).map_err(|_| AuthError)
+        self.mac(header).verify_slice(stored).map_err(|_| AuthError)
     }
 
     fn cipher(&self) -> Aes256Gcm {
