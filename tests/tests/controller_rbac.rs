@@ -4,9 +4,8 @@
 mod controller_support;
 
 use controller_support::*;
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use sealcred_tests::{testenv, unique_name};
 use serde_json::Value;
 
@@ -74,44 +73,7 @@ async fn runs_with_only_the_shipped_rbac() {
         .unwrap();
 
     let sa_client = env.sa_client(&ns, sa).await;
-    let mut args = default_args(env, &ns);
-    args.retain(|a| a != "--leader-elect=false");
-    args.extend(
-        [
-            "--leader-elect=true",
-            "--lease-namespace",
-            &ns,
-            "--lease-duration=3",
-            "--lease-renew=1",
-        ]
-        .iter()
-        .map(|s| s.to_string()),
-    );
-    let ctl = start_with(env, sa_client, args, env.kms_endpoint()).await;
-
-    let obj = seal_object(
-        env,
-        &ns,
-        "db",
-        template(&[("app", "db")]),
-        &[("password", "pw")],
-    )
-    .await;
-    apply(&admin, &obj).await;
-    wait_secret(&admin, &ns, "db", &[("password", "pw")]).await;
-    wait_ready(&admin, &ns, "db", "True", "Unsealed").await;
-    // Events were published with the ServiceAccount's rights.
-    wait_for("an Unsealed event", CONVERGE, || async {
-        let events = Api::<Event>::namespaced(admin.clone(), &ns)
-            .list(&ListParams::default())
-            .await
-            .ok()?;
-        events
-            .items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("Unsealed"))
-            .then_some(())
-    })
-    .await;
+    // Events are published with the ServiceAccount's rights.
+    let (ctl, _obj) = main_scenario_as(env, &admin, sa_client, &ns).await;
     ctl.stop().await.unwrap();
 }

@@ -17,7 +17,6 @@ use std::collections::BTreeSet;
 
 use controller_support::*;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use sealcred_tests::{repo_root, testenv};
@@ -407,44 +406,8 @@ async fn namespace_scoped_install_works() {
         "no cluster-wide Secret list"
     );
 
-    let mut args = default_args(env, &ns); // includes --namespace <ns>
-    args.retain(|a| a != "--leader-elect=false");
-    args.extend(
-        [
-            "--leader-elect=true",
-            "--lease-namespace",
-            &ns,
-            "--lease-duration=3",
-            "--lease-renew=1",
-        ]
-        .iter()
-        .map(|s| s.to_string()),
-    );
-    let ctl = start_with(env, sa_client, args, env.kms_endpoint()).await;
-
-    let obj = seal_object(
-        env,
-        &ns,
-        "db",
-        template(&[("app", "db")]),
-        &[("password", "pw")],
-    )
-    .await;
-    apply(&admin, &obj).await;
-    wait_secret(&admin, &ns, "db", &[("password", "pw")]).await;
-    wait_ready(&admin, &ns, "db", "True", "Unsealed").await;
-    wait_for("an Unsealed event", CONVERGE, || async {
-        let events = Api::<Event>::namespaced(admin.clone(), &ns)
-            .list(&ListParams::default())
-            .await
-            .ok()?;
-        events
-            .items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("Unsealed"))
-            .then_some(())
-    })
-    .await;
+    // default_args include --namespace <ns>.
+    let (ctl, obj) = main_scenario_as(env, &admin, sa_client, &ns).await;
     // A merge (new data key) is picked up from the watch and re-materialized.
     let merged = merge_into(env, &obj, &[("user", "app")]).await;
     apply(&admin, &merged).await;

@@ -283,3 +283,55 @@ pub async fn wait_secret(client: &kube::Client, ns: &str, name: &str, pairs: &[(
     )
     .await
 }
+
+/// The main scenario under a limited identity: starts a leader-elected
+/// controller for `ns` with `client` (e.g. a ServiceAccount's), seals and
+/// applies `ns/db` as admin, and waits for the Secret, Ready=True and an
+/// `Unsealed` Event published with that identity. Returns the controller and
+/// the applied object.
+pub async fn main_scenario_as(
+    env: &TestEnv,
+    admin: &kube::Client,
+    client: kube::Client,
+    ns: &str,
+) -> (Running, SealedStorageCred) {
+    let mut args = default_args(env, ns);
+    args.retain(|a| a != "--leader-elect=false");
+    args.extend(
+        [
+            "--leader-elect=true",
+            "--lease-namespace",
+            ns,
+            "--lease-duration=3",
+            "--lease-renew=1",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    let ctl = start_with(env, client, args, env.kms_endpoint()).await;
+    let obj = seal_object(
+        env,
+        ns,
+        "db",
+        template(&[("app", "db")]),
+        &[("password", "pw")],
+    )
+    .await;
+    apply(admin, &obj).await;
+    wait_secret(admin, ns, "db", &[("password", "pw")]).await;
+    wait_ready(admin, ns, "db", "True", "Unsealed").await;
+    wait_for("an Unsealed event", CONVERGE, || async {
+        let events =
+            kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(admin.clone(), ns)
+                .list(&kube::api::ListParams::default())
+                .await
+                .ok()?;
+        events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Unsealed"))
+            .then_some(())
+    })
+    .await;
+    (ctl, obj)
+}
