@@ -24,14 +24,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, ObjectMeta, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use sealcred_shared::crd::{Condition, SealedStorageCred, SealedStorageCredStatus};
 use sealcred_shared::keyring::{Allowlist, Keyring};
@@ -47,11 +47,14 @@ use zeroize::Zeroize;
 use crate::leader::LeaseLock;
 use crate::metrics::Metrics;
 use crate::options::Options;
-use crate::restart::{Restarter, content_digest};
+use crate::restart::{Restarter, Workloads, content_digest};
 use crate::{Error, FIELD_MANAGER, Result};
 
 /// Annotation on the Secret: digest of the sealed spec it was written from.
 pub const SPEC_DIGEST_ANNOTATION: &str = "sealcred.io/spec-digest";
+/// Annotation on a SealedStorageCred: changing its value forces a reconcile (like
+/// Flux's `reconcile.fluxcd.io/requestedAt`); other metadata edits do not trigger one.
+pub const RECONCILE_REQUESTED_ANNOTATION: &str = "sealcred.io/reconcile-requested-at";
 /// Annotation on a pre-existing Secret that lets the controller take it over.
 pub const ADOPT_ANNOTATION: &str = "sealcred.io/adopt";
 /// Label on every Secret the controller writes (the Secret watch selects on it).
@@ -125,9 +128,74 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// uids whose Secret data changed and whose workloads are not all rolled yet.
     restarts_pending: Mutex<HashSet<String>>,
-    workload_restarts: bool,
+    /// object uid → content digest whose restart pass completed in this process.
+    restarts_checked: Mutex<HashMap<String, String>>,
+    /// The workload caches (None with `--workload-restarts=false`).
+    workloads: Option<Workloads>,
+    /// Our own Secret writes, to drop their echo on the Secret watch.
+    own_writes: Arc<OwnWrites>,
     resync: Duration,
     max_backoff: Duration,
+}
+
+/// The resourceVersions of the Secrets this process has just written, keyed by
+/// `namespace/name`. The Secret watch drops an event that only echoes one of them
+/// (same resourceVersion), so our own write does not trigger a second reconcile of
+/// its owner; any other change (an edit, a deletion) has another resourceVersion and
+/// still triggers one. An entry lives from the write until its echo arrives.
+#[derive(Default)]
+struct OwnWrites(Mutex<HashMap<String, String>>);
+
+impl OwnWrites {
+    fn record(&self, namespace: &str, name: &str, resource_version: Option<String>) {
+        if let Some(rv) = resource_version {
+            self.0
+                .lock()
+                .unwrap()
+                .insert(format!("{namespace}/{name}"), rv);
+        }
+    }
+
+    /// Whether `meta` is the echo of our own write (and forgets the write if so).
+    fn is_echo(&self, meta: &ObjectMeta) -> bool {
+        let key = format!(
+            "{}/{}",
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default()
+        );
+        let mut writes = self.0.lock().unwrap();
+        if writes
+            .get(&key)
+            .is_some_and(|rv| meta.resource_version.as_ref() == Some(rv))
+        {
+            writes.remove(&key);
+            return true;
+        }
+        false
+    }
+}
+
+/// Drops what the controller never reads from the cached objects (managedFields and
+/// kubectl's last-applied copy), which would otherwise double their size in memory.
+fn strip_for_cache(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// What makes a watch event of an object worth a reconcile: a new generation (a spec
+/// change) or a new value of [`RECONCILE_REQUESTED_ANNOTATION`]. Status writes (ours
+/// included) and label edits do not; new objects always do (the predicate's cache is
+/// keyed by uid).
+fn trigger_hash(o: &SealedStorageCred) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    predicates::generation(o).hash(&mut h);
+    o.annotations()
+        .get(RECONCILE_REQUESTED_ANNOTATION)
+        .hash(&mut h);
+    Some(h.finish())
 }
 
 /// A Secret whose data is wiped when dropped.
@@ -340,6 +408,11 @@ async fn sync_secret(
         .await;
     drop(desired);
     let written = result.map_err(Error::Kube).map(Wiped)?;
+    ctx.own_writes.record(
+        namespace,
+        secret_name,
+        written.0.metadata.resource_version.clone(),
+    );
     drop(written);
     ctx.data_digests
         .lock()
@@ -452,8 +525,23 @@ async fn restart_workloads(
         p.contains(uid)
     };
     let digest = content_digest(obj, namespace);
+    if !pending
+        && ctx
+            .restarts_checked
+            .lock()
+            .unwrap()
+            .get(uid)
+            .is_some_and(|d| *d == digest)
+    {
+        // This content was already checked in this process and nothing is pending.
+        return Ok(());
+    }
+    let Some(workloads) = ctx.workloads.as_ref() else {
+        return Ok(());
+    };
     let restarter = Restarter {
         client: &ctx.client,
+        workloads,
         recorder: &ctx.recorder,
         metrics: &ctx.metrics,
     };
@@ -475,6 +563,10 @@ async fn restart_workloads(
         }
     };
     ctx.restarts_pending.lock().unwrap().remove(uid);
+    ctx.restarts_checked
+        .lock()
+        .unwrap()
+        .insert(uid.to_string(), digest);
     for r in restarted {
         publish(
             ctx,
@@ -542,7 +634,7 @@ pub async fn reconcile(obj: Arc<SealedStorageCred>, ctx: Arc<Context>) -> Result
                     "unchanged"
                 }
             };
-            if ctx.workload_restarts {
+            if ctx.workloads.is_some() {
                 let changed = matches!(
                     outcome,
                     Outcome::Written {
@@ -639,6 +731,23 @@ fn build_keyring(
         keyring = keyring.with_region_endpoints(endpoints);
     }
     Ok(keyring)
+}
+
+/// Every 5 minutes, drops the per-object memory of objects no longer in the cache.
+async fn forget_deleted(store: Store<SealedStorageCred>, ctx: Arc<Context>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        let live: HashSet<String> = store.state().iter().filter_map(|o| o.uid()).collect();
+        ctx.data_digests
+            .lock()
+            .unwrap()
+            .retain(|k, _| live.contains(k));
+        ctx.failures.lock().unwrap().retain(|k, _| live.contains(k));
+        ctx.restarts_checked
+            .lock()
+            .unwrap()
+            .retain(|k, _| live.contains(k));
+    }
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -757,7 +866,11 @@ pub async fn run(
         data_digests: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
         restarts_pending: Mutex::new(HashSet::new()),
-        workload_restarts: opts.workload_restarts,
+        restarts_checked: Mutex::new(HashMap::new()),
+        workloads: opts
+            .workload_restarts
+            .then(|| Workloads::start(&client, opts.namespace.as_deref())),
+        own_writes: Arc::new(OwnWrites::default()),
         resync: Duration::from_secs(opts.resync_secs.max(1)),
         max_backoff: Duration::from_secs(opts.max_backoff_secs.max(1)),
     });
@@ -765,19 +878,37 @@ pub async fn run(
     if let Some(sel) = &opts.selector {
         wc = wc.labels(sel);
     }
+    // The objects: cached without managedFields; only a spec change (a new
+    // generation, or a new object) triggers a reconcile, so our own status write
+    // does not re-trigger it (the cache still sees the new status).
+    let (reader, writer) = reflector::store();
+    let object_stream = watcher(objects, wc)
+        .modify(|o| strip_for_cache(&mut o.metadata))
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(trigger_hash, Default::default());
     // Only the Secrets' metadata is watched (`PartialObjectMeta`: metadata-only list and
     // watch requests; a data edit still changes the resourceVersion), so no Secret
-    // values flow through the watch or a cache.
+    // values flow through the watch. No cache: an event only triggers the owner, unless
+    // it is the echo of our own write.
     let secrets: Api<PartialObjectMeta<Secret>> = match &opts.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let controller = Controller::new(objects, wc)
-        .owns(
-            secrets,
-            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
-        )
+    let own_writes = Arc::clone(&ctx.own_writes);
+    let secret_stream = watcher(
+        secrets,
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
+    )
+    .touched_objects()
+    .try_filter(move |s| std::future::ready(!own_writes.is_echo(&s.metadata)));
+    let controller = Controller::for_stream(object_stream, reader)
+        .owns_stream(secret_stream)
         .with_config(ControllerConfig::default().concurrency(opts.concurrency));
+    let _janitor = AbortOnDrop(tokio::spawn(forget_deleted(
+        controller.store(),
+        Arc::clone(&ctx),
+    )));
     *state.store.lock().unwrap() = Some(controller.store());
     let (stop, lost) = (shutdown.clone(), lost_rx.clone());
     let trigger = async move {
@@ -825,6 +956,28 @@ mod tests {
             let full = Duration::from_secs(1u64 << (attempt - 1).min(20)).min(cap);
             assert!(d >= full / 2 && d <= full, "{attempt}: {d:?}");
         }
+    }
+
+    #[test]
+    fn only_spec_changes_and_reconcile_requests_trigger() {
+        let mut o: SealedStorageCred = serde_json::from_value(json!({
+            "apiVersion": "sealcred.io/v1alpha1",
+            "kind": "SealedStorageCred",
+            "metadata": {"name": "a", "namespace": "n", "generation": 1},
+            "spec": {"formatVersion": 1, "suite": "x", "scope": "strict",
+                     "template": {"type": "Opaque"}, "dataKeys": [], "entries": {}},
+        }))
+        .unwrap();
+        let first = trigger_hash(&o);
+        o.status = Some(SealedStorageCredStatus::default());
+        o.labels_mut().insert("poke".into(), "1".into());
+        assert_eq!(trigger_hash(&o), first, "status and labels do not trigger");
+        o.metadata.generation = Some(2);
+        let second = trigger_hash(&o);
+        assert_ne!(second, first, "a new generation triggers");
+        o.annotations_mut()
+            .insert(RECONCILE_REQUESTED_ANNOTATION.into(), "now".into());
+        assert_ne!(trigger_hash(&o), second, "a reconcile request triggers");
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub enum Error {
     /// Bad configuration (flags).
     #[error("configuration: {0}")]
     Config(String),
+    /// A watch cache the reconcile needs has not synced yet.
+    #[error("{0}")]
+    CacheNotReady(String),
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(#[source] std::io::Error),
@@ -67,6 +70,7 @@ impl Error {
             Error::LostLeadership(_) => "LostLeadership",
             Error::Config(_) => "Config",
             Error::Http(_) => "Http",
+            Error::CacheNotReady(_) => "CacheNotReady",
         }
     }
 
@@ -74,7 +78,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Unseal(e) => e.is_transient(),
-            Error::Kube(_) => true,
+            Error::Kube(_) | Error::CacheNotReady(_) => true,
             _ => false,
         }
     }

@@ -23,11 +23,16 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
+use std::time::Duration;
+
+use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::Resource as ApiResource;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use sealcred_shared::crd::SealedStorageCred;
 use serde::Serialize;
@@ -104,10 +109,105 @@ pub struct Restarted {
     pub name: String,
 }
 
+/// How long a restart pass waits for the workload caches' first list.
+const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Metadata-only caches (watch, managedFields dropped) of the Deployments,
+/// StatefulSets and DaemonSets in scope: the restart pass looks up the workloads that
+/// name a Secret here instead of listing three kinds on every reconcile.
+pub struct Workloads {
+    deployments: Store<PartialObjectMeta<Deployment>>,
+    statefulsets: Store<PartialObjectMeta<StatefulSet>>,
+    daemonsets: Store<PartialObjectMeta<DaemonSet>>,
+    _tasks: Vec<AbortOnDrop>,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn cache<K>(client: &Client, namespace: Option<&str>) -> (Store<PartialObjectMeta<K>>, AbortOnDrop)
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let api: Api<PartialObjectMeta<K>> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|m| {
+            m.managed_fields_mut().clear();
+        })
+        .reflect(writer);
+    let task = tokio::spawn(stream.for_each(|ev| async move {
+        if let Err(e) = ev {
+            warn!(kind = K::kind(&()).as_ref(), error = %e, "watching workloads failed; retrying");
+        }
+    }));
+    (reader, AbortOnDrop(task))
+}
+
+impl Workloads {
+    /// Starts the three watches (all namespaces, or one).
+    pub fn start(client: &Client, namespace: Option<&str>) -> Self {
+        let (deployments, a) = cache::<Deployment>(client, namespace);
+        let (statefulsets, b) = cache::<StatefulSet>(client, namespace);
+        let (daemonsets, c) = cache::<DaemonSet>(client, namespace);
+        Workloads {
+            deployments,
+            statefulsets,
+            daemonsets,
+            _tasks: vec![a, b, c],
+        }
+    }
+}
+
+/// The names of the workloads of `namespace` in `store` that name `secret`.
+async fn naming<K>(
+    store: &Store<PartialObjectMeta<K>>,
+    namespace: &str,
+    secret: &str,
+) -> Result<Vec<String>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    match tokio::time::timeout(CACHE_SYNC_TIMEOUT, store.wait_until_ready()).await {
+        Ok(Ok(())) => {}
+        _ => {
+            return Err(Error::CacheNotReady(format!(
+                "the {} cache has not synced (check the controller's list/watch permission on them)",
+                K::plural(&())
+            )));
+        }
+    }
+    Ok(store
+        .state_filter(|m| {
+            m.metadata.namespace.as_deref() == Some(namespace)
+                && names_secret(m.annotations(), secret)
+        })
+        .iter()
+        .map(|m| m.name_any())
+        .collect())
+}
+
 /// What the restart pass needs from the controller.
 pub struct Restarter<'a> {
     /// The API client.
     pub client: &'a Client,
+    /// The workload caches.
+    pub workloads: &'a Workloads,
     /// Events on the rolled workloads.
     pub recorder: &'a Recorder,
     /// `sealcred_workload_restarts_total`.
@@ -125,23 +225,47 @@ impl Restarter<'_> {
         content_changed: bool,
     ) -> Result<Vec<Restarted>> {
         let mut done = Vec::new();
-        self.pass::<Deployment>(namespace, secret, digest, content_changed, &mut done, |d| {
-            d.spec.template.metadata.as_ref()?.annotations.as_ref()
-        })
+        let w = self.workloads;
+        let names = naming(&w.deployments, namespace, secret).await?;
+        self.pass::<Deployment>(
+            names,
+            namespace,
+            secret,
+            digest,
+            content_changed,
+            &mut done,
+            |d| d.spec.template.metadata.as_ref()?.annotations.as_ref(),
+        )
         .await?;
-        self.pass::<StatefulSet>(namespace, secret, digest, content_changed, &mut done, |s| {
-            s.spec.template.metadata.as_ref()?.annotations.as_ref()
-        })
+        let names = naming(&w.statefulsets, namespace, secret).await?;
+        self.pass::<StatefulSet>(
+            names,
+            namespace,
+            secret,
+            digest,
+            content_changed,
+            &mut done,
+            |s| s.spec.template.metadata.as_ref()?.annotations.as_ref(),
+        )
         .await?;
-        self.pass::<DaemonSet>(namespace, secret, digest, content_changed, &mut done, |d| {
-            d.spec.template.metadata.as_ref()?.annotations.as_ref()
-        })
+        let names = naming(&w.daemonsets, namespace, secret).await?;
+        self.pass::<DaemonSet>(
+            names,
+            namespace,
+            secret,
+            digest,
+            content_changed,
+            &mut done,
+            |d| d.spec.template.metadata.as_ref()?.annotations.as_ref(),
+        )
         .await?;
         Ok(done)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn pass<K>(
         &self,
+        names: Vec<String>,
         namespace: &str,
         secret: &str,
         digest: &str,
@@ -159,18 +283,9 @@ impl Restarter<'_> {
     {
         let kind = <K as ApiResource>::KIND;
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
-        // Metadata only: the annotation that opts in is on the workload's metadata.
-        let list = api
-            .list_metadata(&ListParams::default())
-            .await
-            .map_err(Error::Kube)?;
         let key = restarted_for_key(secret);
-        for meta in list
-            .items
-            .iter()
-            .filter(|m| names_secret(m.annotations(), secret))
-        {
-            let name = meta.name_any();
+        for name in names {
+            // The cache holds metadata only; the pod template is read fresh.
             let Some(workload) = api.get_opt(&name).await.map_err(Error::Kube)? else {
                 continue;
             };

@@ -289,6 +289,12 @@ impl TestEnv {
         self.run_script(&["kms-start"]);
     }
 
+    /// Restarts kube-apiserver on the same port (etcd keeps running: no data lost).
+    /// Every client sees connection errors meanwhile: only from tests that run alone.
+    pub fn apiserver_restart(&self) {
+        self.run_script(&["apiserver-restart"]);
+    }
+
     fn run_script(&self, args: &[&str]) {
         let status = Command::new(self.root.join("scripts/testenv"))
             .args(args)

@@ -8,7 +8,6 @@
 
 mod controller_support;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -19,30 +18,6 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use sealcred_shared::crd::SealedStorageCred;
 use sealcred_tests::testenv;
-
-fn controller_bin() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| sealcred_tests::repo_root().join("target"));
-    let p = target.join("debug/sealcred-controller");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build -p sealcred-controller` (cargo test --workspace builds it)",
-        p.display()
-    );
-    p
-}
-
-/// Kills the controller even when an assertion fails first, so no stray
-/// controller keeps reconciling other tests' objects.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn scrape(port: u16) -> String {
     use std::io::{Read, Write};

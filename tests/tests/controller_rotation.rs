@@ -92,7 +92,7 @@ async fn events(client: &kube::Client, ns: &str) -> Vec<Event> {
         .unwrap_or_default()
 }
 
-/// Forces a reconcile of `ns/name` (a metadata change triggers the watch) and waits
+/// Forces a reconcile of `ns/name` (`sealcred.io/reconcile-requested-at`) and waits
 /// until the controller has finished at least one more reconciliation.
 async fn poke_and_settle(client: &kube::Client, ctl: &Running, ns: &str, name: &str, n: u32) {
     let before = ctl.metrics().reconciles_total();
@@ -100,7 +100,9 @@ async fn poke_and_settle(client: &kube::Client, ctl: &Running, ns: &str, name: &
         .patch(
             name,
             &PatchParams::default(),
-            &Patch::Merge(json!({ "metadata": { "labels": { "poke": n.to_string() } } })),
+            &Patch::Merge(json!({ "metadata": { "annotations": {
+                "sealcred.io/reconcile-requested-at": n.to_string()
+            } } })),
         )
         .await
         .unwrap();

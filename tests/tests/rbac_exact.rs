@@ -46,15 +46,15 @@ const CALLS: &[Call] = &[
     },
     Call {
         file: "controller.rs",
-        call: "Controller::new(",
-        what: "the controller's watch of SealedStorageCreds (list + watch)",
-        grants: &[("sealcred.io", SSC, "list"), ("sealcred.io", SSC, "watch")],
-    },
-    Call {
-        file: "controller.rs",
-        call: ".owns(",
-        what: "metadata-only watch of the managed Secrets (list + watch)",
-        grants: &[("", "secrets", "list"), ("", "secrets", "watch")],
+        call: "watcher(",
+        what: "the watches behind the controller: SealedStorageCreds (the cache) and the \
+               metadata of the managed Secrets (triggers only)",
+        grants: &[
+            ("sealcred.io", SSC, "list"),
+            ("sealcred.io", SSC, "watch"),
+            ("", "secrets", "list"),
+            ("", "secrets", "watch"),
+        ],
     },
     Call {
         file: "controller.rs",
@@ -103,12 +103,15 @@ const CALLS: &[Call] = &[
     },
     Call {
         file: "restart.rs",
-        call: ".list_metadata(",
-        what: "find the workloads annotated for restart",
+        call: "watcher(",
+        what: "metadata caches of the workloads (to find the ones annotated for restart)",
         grants: &[
             ("apps", WORKLOADS[0], "list"),
+            ("apps", WORKLOADS[0], "watch"),
             ("apps", WORKLOADS[1], "list"),
+            ("apps", WORKLOADS[1], "watch"),
             ("apps", WORKLOADS[2], "list"),
+            ("apps", WORKLOADS[2], "watch"),
         ],
     },
     Call {

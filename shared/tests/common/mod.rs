@@ -6,6 +6,8 @@
 //! if it and `seal::open` agree on every vector, the specification is complete.
 #![allow(dead_code)]
 
+pub mod tamper_cases;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

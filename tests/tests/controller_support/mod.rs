@@ -335,3 +335,28 @@ pub async fn main_scenario_as(
     .await;
     (ctl, obj)
 }
+
+/// The controller binary cargo built next to the tests.
+pub fn controller_bin() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| sealcred_tests::repo_root().join("target"));
+    let p = target.join("debug/sealcred-controller");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p sealcred-controller` (cargo test --workspace builds it)",
+        p.display()
+    );
+    p
+}
+
+/// Kills the controller process even when an assertion fails first, so no stray
+/// controller keeps reconciling other tests' objects.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
