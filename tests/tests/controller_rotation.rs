@@ -35,35 +35,6 @@ use tokio::process::{Child, Command};
 
 const RESTARTED_FOR: &str = "sealcred.io/restarted-for-app";
 
-fn workload<K: DeserializeOwned>(kind: &str, name: &str, restart_on: Option<&str>) -> K {
-    let mut annotations = serde_json::Map::new();
-    if let Some(secrets) = restart_on {
-        annotations.insert("sealcred.io/restart-on-change".into(), json!(secrets));
-    }
-    let mut spec = json!({
-        "selector": { "matchLabels": { "app": name } },
-        "template": {
-            "metadata": { "labels": { "app": name } },
-            "spec": { "containers": [{
-                "name": "main",
-                "image": "registry.k8s.io/pause:3.10",
-                "volumeMounts": [{ "name": "creds", "mountPath": "/etc/creds", "readOnly": true }],
-            }],
-            "volumes": [{ "name": "creds", "secret": { "secretName": "app" } }] },
-        },
-    });
-    if kind == "StatefulSet" {
-        spec["serviceName"] = json!(name);
-    }
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1",
-        "kind": kind,
-        "metadata": { "name": name, "annotations": annotations },
-        "spec": spec,
-    }))
-    .expect("workload")
-}
-
 /// (metadata.generation, the pod-template annotation restarted-for-app).
 async fn rollout_state<K>(client: &kube::Client, ns: &str, name: &str) -> (i64, Option<String>)
 where

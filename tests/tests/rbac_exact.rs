@@ -421,3 +421,232 @@ async fn namespace_scoped_install_works() {
     );
     ctl.stop().await.unwrap();
 }
+
+/// One step of [`full_scenario`] that did not happen.
+type Missing = String;
+
+/// Everything the controller does, step by step, as the ServiceAccount `ns/sa` with
+/// `role`: the object is applied after the controller has started (so only the watch
+/// can deliver it), the workloads are created after the caches' first list, the
+/// Secret is written, the status and an Event appear, the workloads are rolled, an
+/// outside edit of the Secret is repaired (Secret watch) and its repeated Event
+/// becomes a series (Event patch), and the lease is still held at the end (renewed).
+/// Returns the first step that did not happen within its timeout.
+async fn full_scenario(
+    env: &sealcred_tests::TestEnv,
+    admin: &kube::Client,
+    ns: &str,
+    role: Role,
+) -> Result<(), Missing> {
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+    use k8s_openapi::api::events::v1::Event;
+    use kube::api::PostParams;
+    use std::time::Duration;
+
+    const STEP: Duration = Duration::from_secs(20);
+    let sa = "sealcred-controller";
+    let pp = PatchParams::apply("sealcred-tests").force();
+    Api::<Role>::namespaced(admin.clone(), ns)
+        .patch("sealcred-controller", &pp, &Patch::Apply(&role))
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "sealcred-controller", "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "sealcred-controller"},
+        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), ns)
+        .patch("sealcred-controller", &pp, &Patch::Apply(&binding))
+        .await
+        .unwrap();
+    let client = env.sa_client(ns, sa).await;
+
+    let mut args = default_args(env, ns);
+    args.retain(|a| a != "--leader-elect=false" && a != "--max-backoff=4");
+    args.extend(
+        [
+            "--leader-elect=true",
+            "--lease-namespace",
+            ns,
+            "--lease-duration=3",
+            "--lease-renew=1",
+            "--max-backoff=2",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    let ctl = start_with(env, client, args, env.kms_endpoint()).await;
+    let started = tokio::time::Instant::now();
+    // The caches' first lists are done before anything exists.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let post = PostParams::default();
+    Api::<Deployment>::namespaced(admin.clone(), ns)
+        .create(&post, &workload("Deployment", "web", Some("app")))
+        .await
+        .unwrap();
+    Api::<StatefulSet>::namespaced(admin.clone(), ns)
+        .create(&post, &workload("StatefulSet", "store", Some("app")))
+        .await
+        .unwrap();
+    Api::<DaemonSet>::namespaced(admin.clone(), ns)
+        .create(&post, &workload("DaemonSet", "agent", Some("app")))
+        .await
+        .unwrap();
+    let obj = seal_object(env, ns, "app", template(&[]), &[("password", "pw")]).await;
+    apply(admin, &obj).await;
+
+    async fn step<F, Fut>(name: &str, mut f: F) -> Result<(), Missing>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + STEP;
+        while tokio::time::Instant::now() < deadline {
+            if f().await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(name.to_string())
+    }
+    let want: std::collections::BTreeMap<String, String> =
+        [("password".to_string(), "pw".to_string())].into();
+    let events = |min_count: i32| {
+        let admin = admin.clone();
+        let ns = ns.to_string();
+        async move {
+            Api::<Event>::namespaced(admin, &ns)
+                .list(&ListParams::default())
+                .await
+                .map(|l| {
+                    l.items.iter().any(|e| {
+                        e.reason.as_deref() == Some("Unsealed")
+                            && e.series.as_ref().map_or(1, |s| s.count) >= min_count
+                    })
+                })
+                .unwrap_or(false)
+        }
+    };
+    let result = async {
+        step("the Secret is written", || async {
+            secret_data(admin, ns, "app").await.as_ref() == Some(&want)
+        })
+        .await?;
+        step("Ready=True in the status", || async {
+            matches!(ready(admin, ns, "app").await, Some((s, _, true)) if s == "True")
+        })
+        .await?;
+        step("an Unsealed Event", || events(1)).await?;
+        step("the three workloads are rolled", || async {
+            let key = "sealcred.io/restarted-for-app";
+            let d = Api::<Deployment>::namespaced(admin.clone(), ns)
+                .get("web")
+                .await;
+            let s = Api::<StatefulSet>::namespaced(admin.clone(), ns)
+                .get("store")
+                .await;
+            let a = Api::<DaemonSet>::namespaced(admin.clone(), ns)
+                .get("agent")
+                .await;
+            let has = |t: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+                t.metadata
+                    .as_ref()
+                    .and_then(|m| m.annotations.as_ref())
+                    .is_some_and(|a| a.contains_key(key))
+            };
+            matches!((d, s, a), (Ok(d), Ok(s), Ok(a))
+                if has(&d.spec.template) && has(&s.spec.template) && has(&a.spec.template))
+        })
+        .await?;
+        Api::<Secret>::namespaced(admin.clone(), ns)
+            .patch(
+                "app",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"stringData": {"password": "edited"}})),
+            )
+            .await
+            .unwrap();
+        step("the edited Secret is repaired", || async {
+            secret_data(admin, ns, "app").await.as_ref() == Some(&want)
+        })
+        .await?;
+        step("the repeated Event becomes a series", || events(2)).await?;
+        let held = Duration::from_secs(5).saturating_sub(started.elapsed());
+        tokio::time::sleep(held).await;
+        if ctl.handle.is_finished() || !ctl.metrics().is_leader() {
+            return Err("the lease is still held after 5 s (renewed)".to_string());
+        }
+        Ok(())
+    }
+    .await;
+    if !ctl.handle.is_finished() {
+        let _ = ctl.stop().await;
+    }
+    result
+}
+
+/// Every verb the shipped rules grant is needed: with all of them the full scenario
+/// succeeds; with any single one removed (everything else granted), some step of it
+/// fails. All variants run at once, each in its own namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_granted_verb_is_needed() {
+    let env = testenv().await;
+    env.install_sealcred_crd().await;
+    let admin = env.kube_client().await;
+    let docs = shipped_docs();
+
+    let full = namespaced_role(&docs, "x");
+    let mut grants: Vec<(String, String, String)> =
+        grants_of(&full.rules.clone().unwrap_or_default())
+            .into_iter()
+            .collect();
+    grants.sort();
+    let mut variants: Vec<Option<(String, String, String)>> = vec![None];
+    variants.extend(grants.iter().cloned().map(Some));
+
+    let runs = variants.iter().map(|without| {
+        let admin = admin.clone();
+        let docs = docs.clone();
+        let without = without.clone();
+        async move {
+            let ns = env.unique_namespace("rbac-verb").await;
+            let mut role = namespaced_role(&docs, &ns);
+            if let Some((g, r, v)) = &without {
+                let mut rules = Vec::new();
+                for rule in role.rules.take().unwrap_or_default() {
+                    let hit = rule.api_groups.as_deref() == Some(&[g.clone()][..])
+                        && rule.resources.as_deref() == Some(&[r.clone()][..]);
+                    let mut rule = rule;
+                    if hit {
+                        rule.verbs.retain(|x| x != v);
+                    }
+                    if !rule.verbs.is_empty() {
+                        rules.push(rule);
+                    }
+                }
+                role.rules = Some(rules);
+            }
+            let outcome = full_scenario(env, &admin, &ns, role).await;
+            (without, outcome)
+        }
+    });
+    let outcomes = futures::future::join_all(runs).await;
+
+    let mut wrong = Vec::new();
+    for (without, outcome) in &outcomes {
+        match (without, outcome) {
+            (None, Ok(())) => println!("all grants: the full scenario succeeds"),
+            (None, Err(step)) => wrong.push(format!("with every grant, this failed: {step}")),
+            (Some(g), Err(step)) => println!("without {g:?}: fails at \"{step}\""),
+            (Some(g), Ok(())) => wrong.push(format!(
+                "without {g:?} the full scenario still succeeds: the grant is not needed"
+            )),
+        }
+    }
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+    assert!(outcomes.len() > 20, "only {} variants", outcomes.len());
+}

@@ -360,3 +360,41 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A Deployment, StatefulSet or DaemonSet mounting Secret `app`, annotated
+/// `sealcred.io/restart-on-change: <restart_on>` when given.
+pub fn workload<K: k8s_openapi::serde::de::DeserializeOwned>(
+    kind: &str,
+    name: &str,
+    restart_on: Option<&str>,
+) -> K {
+    let mut annotations = serde_json::Map::new();
+    if let Some(secrets) = restart_on {
+        annotations.insert(
+            "sealcred.io/restart-on-change".into(),
+            serde_json::json!(secrets),
+        );
+    }
+    let mut spec = serde_json::json!({
+        "selector": { "matchLabels": { "app": name } },
+        "template": {
+            "metadata": { "labels": { "app": name } },
+            "spec": { "containers": [{
+                "name": "main",
+                "image": "registry.k8s.io/pause:3.10",
+                "volumeMounts": [{ "name": "creds", "mountPath": "/etc/creds", "readOnly": true }],
+            }],
+            "volumes": [{ "name": "creds", "secret": { "secretName": "app" } }] },
+        },
+    });
+    if kind == "StatefulSet" {
+        spec["serviceName"] = serde_json::json!(name);
+    }
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": { "name": name, "annotations": annotations },
+        "spec": spec,
+    }))
+    .expect("workload")
+}
