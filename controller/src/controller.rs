@@ -29,7 +29,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, ObjectMeta, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -44,6 +44,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, instrument, warn};
 use zeroize::Zeroize;
 
+use crate::events::Publisher;
 use crate::leader::LeaseLock;
 use crate::metrics::Metrics;
 use crate::options::Options;
@@ -121,7 +122,7 @@ pub struct Context {
     client: Client,
     keyring: Keyring,
     metrics: Arc<Metrics>,
-    recorder: Recorder,
+    recorder: Publisher,
     /// object uid → SHA-256 of the Secret data as written or first seen. In memory only.
     data_digests: Mutex<HashMap<String, [u8; 32]>>,
     /// object uid → consecutive transient failures (for the backoff).
@@ -856,13 +857,7 @@ pub async fn run(
         client: client.clone(),
         keyring,
         metrics: Arc::clone(&state.metrics),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance: Some(identity.clone()),
-            },
-        ),
+        recorder: Publisher::new(client.clone(), FIELD_MANAGER, &identity),
         data_digests: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
         restarts_pending: Mutex::new(HashSet::new()),
@@ -978,6 +973,30 @@ mod tests {
         o.annotations_mut()
             .insert(RECONCILE_REQUESTED_ANNOTATION.into(), "now".into());
         assert_ne!(trigger_hash(&o), second, "a reconcile request triggers");
+    }
+
+    #[test]
+    fn only_the_echo_of_our_own_write_is_dropped() {
+        let meta = |rv: &str| ObjectMeta {
+            namespace: Some("n".into()),
+            name: Some("s".into()),
+            resource_version: Some(rv.into()),
+            ..ObjectMeta::default()
+        };
+        let w = OwnWrites::default();
+        assert!(!w.is_echo(&meta("5")), "nothing written yet");
+        w.record("n", "s", Some("7".into()));
+        assert!(!w.is_echo(&meta("6")), "an older event still triggers");
+        assert!(
+            !w.is_echo(&meta("8")),
+            "someone else's later write triggers"
+        );
+        assert!(w.is_echo(&meta("7")), "our write's echo is dropped");
+        assert!(
+            !w.is_echo(&meta("7")),
+            "once: a relist of the same version triggers"
+        );
+        assert!(w.0.lock().unwrap().is_empty());
     }
 
     #[test]

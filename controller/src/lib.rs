@@ -2,6 +2,7 @@
 //!
 //! Modules:
 //! - [`controller`]: the one `reconcile`, the one `error_policy`, and [`controller::run`].
+//! - [`events`]: Events, with series and a small bounded cache.
 //! - [`options`]: the command-line flags (also used by the tests to configure a run).
 //! - [`metrics`]: Prometheus metrics (prometheus-client).
 //! - [`leader`]: leader election on a `coordination.k8s.io` Lease.
@@ -14,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod controller;
+pub mod events;
 pub mod harden;
 pub mod http;
 pub mod leader;

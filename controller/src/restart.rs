@@ -30,7 +30,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::Resource as ApiResource;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -41,6 +41,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
+use crate::events::Publisher;
 use crate::metrics::Metrics;
 use crate::{Error, FIELD_MANAGER, Result};
 
@@ -209,7 +210,7 @@ pub struct Restarter<'a> {
     /// The workload caches.
     pub workloads: &'a Workloads,
     /// Events on the rolled workloads.
-    pub recorder: &'a Recorder,
+    pub recorder: &'a Publisher,
     /// `sealcred_workload_restarts_total`.
     pub metrics: &'a Metrics,
 }

@@ -84,6 +84,18 @@ const CALLS: &[Call] = &[
         ],
     },
     Call {
+        file: "events.rs",
+        call: ".create(",
+        what: "create an Event (first occurrence)",
+        grants: &[("events.k8s.io", "events", "create")],
+    },
+    Call {
+        file: "events.rs",
+        call: ".patch(",
+        what: "patch an Event's series (a repeat within 6 minutes)",
+        grants: &[("events.k8s.io", "events", "patch")],
+    },
+    Call {
         file: "leader.rs",
         call: ".get_opt(",
         what: "read the Lease holder",
