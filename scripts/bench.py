@@ -113,7 +113,7 @@ def bench_crypto(runs, mib):
 # ---------------------------------------------------------------------------
 
 SS_VERSION = "v0.36.6"
-OUR_CONCURRENCY = 16  # as in tests/tests/controller_bench.rs
+OUR_CONCURRENCY = int(os.environ.get("SEALCRED_BENCH_CONCURRENCY", "4"))  # the shipped default (--concurrency)
 SS_QPS = "-1"         # sealed-secrets' client-side rate limit off (default 5 QPS, burst 10)
 APPLY_THREADS = 16
 

@@ -344,6 +344,35 @@ fn is_map_get(call: &str, line: &str) -> bool {
     call == ".get(" && !line.contains("api.get(") && !line.contains("Api")
 }
 
+/// Installs `role` in `ns`, bound to the ServiceAccount `ns/sealcred-controller`, and
+/// returns a client authenticated as that ServiceAccount.
+async fn install_role(
+    env: &sealcred_tests::TestEnv,
+    admin: &kube::Client,
+    ns: &str,
+    role: &Role,
+) -> kube::Client {
+    let sa = "sealcred-controller";
+    let pp = PatchParams::apply("sealcred-tests").force();
+    Api::<Role>::namespaced(admin.clone(), ns)
+        .patch("sealcred-controller", &pp, &Patch::Apply(role))
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "sealcred-controller", "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "sealcred-controller"},
+        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), ns)
+        .patch("sealcred-controller", &pp, &Patch::Apply(&binding))
+        .await
+        .unwrap();
+    env.sa_client(ns, sa).await
+}
+
 /// The ClusterRole's rules, minus [`KNOWN_EXTRA`], as a Role in `ns`.
 fn namespaced_role(docs: &[Value], ns: &str) -> Role {
     let extra: BTreeSet<_> = KNOWN_EXTRA.iter().map(|(g, _)| owned(g)).collect();
@@ -385,28 +414,8 @@ async fn namespace_scoped_install_works() {
     let admin = env.kube_client().await;
     let ns = env.unique_namespace("ctl-rbac-ns").await;
     let other = env.unique_namespace("ctl-rbac-other").await;
-    let sa = "sealcred-controller";
-    let pp = PatchParams::apply("sealcred-tests").force();
-
     let role = namespaced_role(&shipped_docs(), &ns);
-    Api::<Role>::namespaced(admin.clone(), &ns)
-        .patch("sealcred-controller", &pp, &Patch::Apply(&role))
-        .await
-        .unwrap();
-    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "sealcred-controller", "namespace": ns},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "sealcred-controller"},
-        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
-    }))
-    .unwrap();
-    Api::<RoleBinding>::namespaced(admin.clone(), &ns)
-        .patch("sealcred-controller", &pp, &Patch::Apply(&binding))
-        .await
-        .unwrap();
-
-    let sa_client = env.sa_client(&ns, sa).await;
+    let sa_client = install_role(env, &admin, &ns, &role).await;
     // Scoped for real: nothing outside its namespace.
     let err = Api::<Secret>::namespaced(sa_client.clone(), &other)
         .list(&ListParams::default())
@@ -456,40 +465,11 @@ async fn full_scenario(
     use std::time::Duration;
 
     const STEP: Duration = Duration::from_secs(20);
-    let sa = "sealcred-controller";
-    let pp = PatchParams::apply("sealcred-tests").force();
-    Api::<Role>::namespaced(admin.clone(), ns)
-        .patch("sealcred-controller", &pp, &Patch::Apply(&role))
-        .await
-        .unwrap();
-    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "sealcred-controller", "namespace": ns},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "sealcred-controller"},
-        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
-    }))
-    .unwrap();
-    Api::<RoleBinding>::namespaced(admin.clone(), ns)
-        .patch("sealcred-controller", &pp, &Patch::Apply(&binding))
-        .await
-        .unwrap();
-    let client = env.sa_client(ns, sa).await;
+    let client = install_role(env, admin, ns, &role).await;
 
-    let mut args = default_args(env, ns);
-    args.retain(|a| a != "--leader-elect=false" && a != "--max-backoff=4");
-    args.extend(
-        [
-            "--leader-elect=true",
-            "--lease-namespace",
-            ns,
-            "--lease-duration=3",
-            "--lease-renew=1",
-            "--max-backoff=2",
-        ]
-        .iter()
-        .map(|s| s.to_string()),
-    );
+    let mut args = leader_elected_args(env, ns);
+    args.retain(|a| a != "--max-backoff=4");
+    args.push("--max-backoff=2".into());
     let ctl = start_with(env, client, args, env.kms_endpoint()).await;
     let started = tokio::time::Instant::now();
     // The caches' first lists are done before anything exists.

@@ -284,17 +284,8 @@ pub async fn wait_secret(client: &kube::Client, ns: &str, name: &str, pairs: &[(
     .await
 }
 
-/// The main scenario under a limited identity: starts a leader-elected
-/// controller for `ns` with `client` (e.g. a ServiceAccount's), seals and
-/// applies `ns/db` as admin, and waits for the Secret, Ready=True and an
-/// `Unsealed` Event published with that identity. Returns the controller and
-/// the applied object.
-pub async fn main_scenario_as(
-    env: &TestEnv,
-    admin: &kube::Client,
-    client: kube::Client,
-    ns: &str,
-) -> (Running, SealedStorageCred) {
+/// [`default_args`] with leader election on a Lease in `ns` (3 s lease, renewed every 1 s).
+pub fn leader_elected_args(env: &TestEnv, ns: &str) -> Vec<String> {
     let mut args = default_args(env, ns);
     args.retain(|a| a != "--leader-elect=false");
     args.extend(
@@ -308,7 +299,27 @@ pub async fn main_scenario_as(
         .iter()
         .map(|s| s.to_string()),
     );
-    let ctl = start_with(env, client, args, env.kms_endpoint()).await;
+    args
+}
+
+/// The main scenario under a limited identity: starts a leader-elected
+/// controller for `ns` with `client` (e.g. a ServiceAccount's), seals and
+/// applies `ns/db` as admin, and waits for the Secret, Ready=True and an
+/// `Unsealed` Event published with that identity. Returns the controller and
+/// the applied object.
+pub async fn main_scenario_as(
+    env: &TestEnv,
+    admin: &kube::Client,
+    client: kube::Client,
+    ns: &str,
+) -> (Running, SealedStorageCred) {
+    let ctl = start_with(
+        env,
+        client,
+        leader_elected_args(env, ns),
+        env.kms_endpoint(),
+    )
+    .await;
     let obj = seal_object(
         env,
         ns,
