@@ -900,6 +900,9 @@ pub async fn run(
     let controller = Controller::for_stream(object_stream, reader)
         .owns_stream(secret_stream)
         .with_config(ControllerConfig::default().concurrency(opts.concurrency));
+    if let Some(w) = &ctx.workloads {
+        w.wait_synced().await;
+    }
     let _janitor = AbortOnDrop(tokio::spawn(forget_deleted(
         controller.store(),
         Arc::clone(&ctx),

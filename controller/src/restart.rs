@@ -25,7 +25,7 @@ use std::fmt::Debug;
 
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::Resource as ApiResource;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -110,8 +110,8 @@ pub struct Restarted {
     pub name: String,
 }
 
-/// How long a restart pass waits for the workload caches' first list.
-const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the controller waits at start for the workload caches' first list.
+const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Metadata-only caches (watch, managedFields dropped) of the Deployments,
 /// StatefulSets and DaemonSets in scope: the restart pass looks up the workloads that
@@ -173,10 +173,24 @@ impl Workloads {
             _tasks: vec![a, b, c],
         }
     }
+
+    /// Waits (10 s at most) until the three caches have their first list; says so if not.
+    pub async fn wait_synced(&self) {
+        let all = async {
+            let _ = self.deployments.wait_until_ready().await;
+            let _ = self.statefulsets.wait_until_ready().await;
+            let _ = self.daemonsets.wait_until_ready().await;
+        };
+        if tokio::time::timeout(CACHE_SYNC_TIMEOUT, all).await.is_err() {
+            warn!(
+                "the workload caches have not synced after 10 s: check list/watch on deployments, statefulsets and daemonsets (or run with --workload-restarts=false); restart passes fail with CacheNotReady until they sync"
+            );
+        }
+    }
 }
 
 /// The names of the workloads of `namespace` in `store` that name `secret`.
-async fn naming<K>(
+fn naming<K>(
     store: &Store<PartialObjectMeta<K>>,
     namespace: &str,
     secret: &str,
@@ -184,8 +198,10 @@ async fn naming<K>(
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    match tokio::time::timeout(CACHE_SYNC_TIMEOUT, store.wait_until_ready()).await {
-        Ok(Ok(())) => {}
+    // Not synced yet (see `Workloads::wait_synced`): fail at once and let the backoff
+    // retry, rather than hold a worker.
+    match store.wait_until_ready().now_or_never() {
+        Some(Ok(())) => {}
         _ => {
             return Err(Error::CacheNotReady(format!(
                 "the {} cache has not synced (check the controller's list/watch permission on them)",
@@ -227,7 +243,7 @@ impl Restarter<'_> {
     ) -> Result<Vec<Restarted>> {
         let mut done = Vec::new();
         let w = self.workloads;
-        let names = naming(&w.deployments, namespace, secret).await?;
+        let names = naming(&w.deployments, namespace, secret)?;
         self.pass::<Deployment>(
             names,
             namespace,
@@ -238,7 +254,7 @@ impl Restarter<'_> {
             |d| d.spec.template.metadata.as_ref()?.annotations.as_ref(),
         )
         .await?;
-        let names = naming(&w.statefulsets, namespace, secret).await?;
+        let names = naming(&w.statefulsets, namespace, secret)?;
         self.pass::<StatefulSet>(
             names,
             namespace,
@@ -249,7 +265,7 @@ impl Restarter<'_> {
             |s| s.spec.template.metadata.as_ref()?.annotations.as_ref(),
         )
         .await?;
-        let names = naming(&w.daemonsets, namespace, secret).await?;
+        let names = naming(&w.daemonsets, namespace, secret)?;
         self.pass::<DaemonSet>(
             names,
             namespace,
