@@ -49,7 +49,7 @@ use crate::leader::LeaseLock;
 use crate::metrics::Metrics;
 use crate::options::Options;
 use crate::restart::{Restarter, Workloads, content_digest};
-use crate::{Error, FIELD_MANAGER, Result};
+use crate::{AbortOnDrop, Error, FIELD_MANAGER, Result, hex};
 
 /// Annotation on the Secret: digest of the sealed spec it was written from.
 pub const SPEC_DIGEST_ANNOTATION: &str = "sealcred.io/spec-digest";
@@ -178,7 +178,7 @@ impl OwnWrites {
 
 /// Drops what the controller never reads from the cached objects (managedFields and
 /// kubectl's last-applied copy), which would otherwise double their size in memory.
-fn strip_for_cache(meta: &mut ObjectMeta) {
+pub(crate) fn strip_for_cache(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     if let Some(a) = meta.annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
@@ -215,10 +215,6 @@ impl Drop for Wiped {
             }
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// SHA-256 (hex) of the sealed spec and the object's namespace/name: changes
@@ -513,6 +509,7 @@ async fn publish(
 async fn restart_workloads(
     obj: &SealedStorageCred,
     ctx: &Context,
+    workloads: &Workloads,
     namespace: &str,
     uid: &str,
     secret_name: &str,
@@ -537,9 +534,6 @@ async fn restart_workloads(
         // This content was already checked in this process and nothing is pending.
         return Ok(());
     }
-    let Some(workloads) = ctx.workloads.as_ref() else {
-        return Ok(());
-    };
     let restarter = Restarter {
         client: &ctx.client,
         workloads,
@@ -635,14 +629,14 @@ pub async fn reconcile(obj: Arc<SealedStorageCred>, ctx: Arc<Context>) -> Result
                     "unchanged"
                 }
             };
-            if ctx.workloads.is_some() {
+            if let Some(w) = &ctx.workloads {
                 let changed = matches!(
                     outcome,
                     Outcome::Written {
                         content_changed: true
                     }
                 );
-                restart_workloads(&obj, &ctx, &namespace, &uid, &secret_name, changed).await?;
+                restart_workloads(&obj, &ctx, w, &namespace, &uid, &secret_name, changed).await?;
             }
             ctx.metrics.reconciled(label);
             Ok(Action::requeue(ctx.resync))
@@ -748,14 +742,6 @@ async fn forget_deleted(store: Store<SealedStorageCred>, ctx: Arc<Context>) {
             .lock()
             .unwrap()
             .retain(|k, _| live.contains(k));
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -23,6 +23,20 @@ pub mod metrics;
 pub mod options;
 pub mod restart;
 
+/// Lowercase hex (the digests the controller writes into annotations).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A background task that is aborted when this handle is dropped.
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Field manager of every server-side apply the controller makes.
 pub const FIELD_MANAGER: &str = "sealcred-controller";
 

@@ -41,9 +41,10 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
+use crate::controller::strip_for_cache;
 use crate::events::Publisher;
 use crate::metrics::Metrics;
-use crate::{Error, FIELD_MANAGER, Result};
+use crate::{AbortOnDrop, Error, FIELD_MANAGER, Result, hex};
 
 /// Annotation on a workload: the Secrets (comma-separated) whose change rolls it.
 pub const RESTART_ON_CHANGE_ANNOTATION: &str = "sealcred.io/restart-on-change";
@@ -52,10 +53,6 @@ pub const RESTARTED_FOR_PREFIX: &str = "sealcred.io/restarted-for-";
 
 /// The longest name part of an annotation key.
 const MAX_NAME_PART: usize = 63;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// SHA-256 (hex) of the object's namespace/name and its sealed entries (names,
 /// data-key ids, nonces, ciphertexts): changes exactly when the sealed values change.
@@ -123,14 +120,6 @@ pub struct Workloads {
     _tasks: Vec<AbortOnDrop>,
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 fn cache<K>(client: &Client, namespace: Option<&str>) -> (Store<PartialObjectMeta<K>>, AbortOnDrop)
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -148,9 +137,7 @@ where
     let (reader, writer) = reflector::store();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(|m| {
-            m.managed_fields_mut().clear();
-        })
+        .modify(|m| strip_for_cache(&mut m.metadata))
         .reflect(writer);
     let task = tokio::spawn(stream.for_each(|ev| async move {
         if let Err(e) = ev {
@@ -219,6 +206,17 @@ where
         .collect())
 }
 
+/// The Secret a restart pass is about.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    namespace: &'a str,
+    secret: &'a str,
+    /// Its content digest (the pod-template annotation's value).
+    digest: &'a str,
+    /// This reconcile has just changed the Secret's data.
+    content_changed: bool,
+}
+
 /// What the restart pass needs from the controller.
 pub struct Restarter<'a> {
     /// The API client.
@@ -241,52 +239,34 @@ impl Restarter<'_> {
         digest: &str,
         content_changed: bool,
     ) -> Result<Vec<Restarted>> {
-        let mut done = Vec::new();
+        let t = Target {
+            namespace,
+            secret,
+            digest,
+            content_changed,
+        };
         let w = self.workloads;
-        let names = naming(&w.deployments, namespace, secret)?;
-        self.pass::<Deployment>(
-            names,
-            namespace,
-            secret,
-            digest,
-            content_changed,
-            &mut done,
-            |d| d.spec.template.metadata.as_ref()?.annotations.as_ref(),
-        )
+        let mut done = Vec::new();
+        self.pass(&w.deployments, &t, &mut done, |d| {
+            d.spec.template.metadata.as_ref()?.annotations.as_ref()
+        })
         .await?;
-        let names = naming(&w.statefulsets, namespace, secret)?;
-        self.pass::<StatefulSet>(
-            names,
-            namespace,
-            secret,
-            digest,
-            content_changed,
-            &mut done,
-            |s| s.spec.template.metadata.as_ref()?.annotations.as_ref(),
-        )
+        self.pass(&w.statefulsets, &t, &mut done, |s| {
+            s.spec.template.metadata.as_ref()?.annotations.as_ref()
+        })
         .await?;
-        let names = naming(&w.daemonsets, namespace, secret)?;
-        self.pass::<DaemonSet>(
-            names,
-            namespace,
-            secret,
-            digest,
-            content_changed,
-            &mut done,
-            |d| d.spec.template.metadata.as_ref()?.annotations.as_ref(),
-        )
+        self.pass(&w.daemonsets, &t, &mut done, |d| {
+            d.spec.template.metadata.as_ref()?.annotations.as_ref()
+        })
         .await?;
         Ok(done)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Rolls the workloads of one kind (from `store`) that name `t.secret` and need it.
     async fn pass<K>(
         &self,
-        names: Vec<String>,
-        namespace: &str,
-        secret: &str,
-        digest: &str,
-        content_changed: bool,
+        store: &Store<PartialObjectMeta<K>>,
+        t: &Target<'_>,
         done: &mut Vec<Restarted>,
         template_annotations: fn(&K) -> Option<&BTreeMap<String, String>>,
     ) -> Result<()>
@@ -298,10 +278,16 @@ impl Restarter<'_> {
             + DeserializeOwned
             + Serialize,
     {
+        let Target {
+            namespace,
+            secret,
+            digest,
+            content_changed,
+        } = *t;
         let kind = <K as ApiResource>::KIND;
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
         let key = restarted_for_key(secret);
-        for name in names {
+        for name in naming(store, namespace, secret)? {
             // The cache holds metadata only; the pod template is read fresh.
             let Some(workload) = api.get_opt(&name).await.map_err(Error::Kube)? else {
                 continue;

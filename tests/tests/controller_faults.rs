@@ -105,22 +105,9 @@ async fn apply_all(client: &kube::Client, objs: &[SealedStorageCred]) {
         .for_each_concurrent(BURST, |o| async move {
             let deadline = Instant::now() + Duration::from_secs(120);
             loop {
-                let ns = o.metadata.namespace.as_deref().unwrap();
-                let mut obj = o.clone();
-                obj.metadata.resource_version = None;
-                obj.metadata.managed_fields = None;
-                obj.status = None;
-                let r = Api::<SealedStorageCred>::namespaced(client.clone(), ns)
-                    .patch(
-                        &o.name_any(),
-                        &kube::api::PatchParams::apply("sealcred-tests").force(),
-                        &kube::api::Patch::Apply(&obj),
-                    )
-                    .await;
-                match r {
+                match try_apply(client, o).await {
                     Ok(_) => return,
-                    Err(e) if Instant::now() < deadline => {
-                        let _ = e;
+                    Err(_) if Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(250)).await;
                     }
                     Err(e) => panic!("applying {}: {e}", o.name_any()),

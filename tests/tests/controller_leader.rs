@@ -11,22 +11,11 @@ use sealcred_shared::crd::SealedStorageCred;
 use sealcred_tests::{testenv, unique_name};
 
 fn replica_args(env: &sealcred_tests::TestEnv, ns: &str, lease: &str, id: &str) -> Vec<String> {
-    let mut args = default_args(env, ns);
-    args.retain(|a| a != "--leader-elect=false");
+    let mut args = leader_elected_args(env, ns);
     args.extend(
-        [
-            "--leader-elect=true",
-            "--lease-namespace",
-            ns,
-            "--lease-name",
-            lease,
-            "--lease-duration=3",
-            "--lease-renew=1",
-            "--identity",
-            id,
-        ]
-        .iter()
-        .map(|s| s.to_string()),
+        ["--lease-name", lease, "--identity", id]
+            .iter()
+            .map(|s| s.to_string()),
     );
     args
 }

@@ -68,18 +68,7 @@ async fn tamper_matrix_against_the_controller() {
             .insert("sealcred.io/tamper-run".into(), run.clone());
         let name = o.name_any();
         let secret = o.spec.template.name.clone().unwrap_or_else(|| name.clone());
-        let api: Api<SealedStorageCred> = Api::namespaced(admin.clone(), &obj_ns);
-        let mut obj = o.clone();
-        obj.metadata.resource_version = None;
-        obj.status = None;
-        match api
-            .patch(
-                &name,
-                &kube::api::PatchParams::apply("sealcred-tests").force(),
-                &kube::api::Patch::Apply(&obj),
-            )
-            .await
-        {
+        match try_apply(&admin, &o).await {
             Ok(_) => applied.push(Applied {
                 what,
                 base,

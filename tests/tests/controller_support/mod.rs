@@ -111,6 +111,18 @@ pub async fn merge_into(
 pub async fn apply(client: &kube::Client, obj: &SealedStorageCred) {
     let ns = obj.metadata.namespace.as_deref().expect("namespace");
     let name = obj.metadata.name.as_deref().expect("name");
+    try_apply(client, obj)
+        .await
+        .unwrap_or_else(|e| panic!("applying {ns}/{name}: {e}"));
+}
+
+/// [`apply`], returning the API server's answer instead of panicking on an error.
+pub async fn try_apply(
+    client: &kube::Client,
+    obj: &SealedStorageCred,
+) -> kube::Result<SealedStorageCred> {
+    let ns = obj.metadata.namespace.as_deref().expect("namespace");
+    let name = obj.metadata.name.as_deref().expect("name");
     let mut obj = obj.clone();
     obj.metadata.resource_version = None;
     obj.metadata.managed_fields = None;
@@ -125,7 +137,6 @@ pub async fn apply(client: &kube::Client, obj: &SealedStorageCred) {
             &Patch::Apply(&obj),
         )
         .await
-        .unwrap_or_else(|e| panic!("applying {ns}/{name}: {e}"));
 }
 
 /// An in-process controller.
