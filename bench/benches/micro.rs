@@ -58,9 +58,9 @@ fn object(c: &mut Criterion) {
         ]),
     };
     c.bench_function("seal 2-entry object (local key)", |b| {
-        b.iter(|| rt.block_on(seal::seal(&input, &[&local])).unwrap())
+        b.iter(|| rt.block_on(seal::seal(&input, &[&local])).unwrap().object)
     });
-    let obj = rt.block_on(seal::seal(&input, &[&local])).unwrap();
+    let obj = rt.block_on(seal::seal(&input, &[&local])).unwrap().object;
     let keyring = Keyring::new(Allowlist::any(), Some(path.clone()));
     c.bench_function("open 2-entry object (local key)", |b| {
         b.iter(|| rt.block_on(seal::open(&obj, &keyring)).unwrap())

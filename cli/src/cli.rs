@@ -104,6 +104,11 @@ pub enum Command {
         /// Sealed files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Use only the wrappings by this key id (as `sealcred inspect` shows
+        /// it: a key ARN or local:FINGERPRINT); repeatable. A recovery drill:
+        /// proves this key alone opens every data key of every file.
+        #[arg(long = "only-key", value_name = "KEY_ID")]
+        only_key: Vec<String>,
         #[command(flatten)]
         keys: KeyArgs,
     },

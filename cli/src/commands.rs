@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sealcred_shared::crd::{Scope, SealedStorageCred, SecretTemplate};
 use sealcred_shared::format::ParsedSpec;
-use sealcred_shared::keyring::Keyring;
+use sealcred_shared::keyring::{Allowlist, Keyring};
 use sealcred_shared::provider::KeyProvider;
 use sealcred_shared::seal::{self, Opened, SealInput};
 use sealcred_shared::secret::SecretBytes;
@@ -35,25 +35,52 @@ fn refs(p: &[Arc<dyn KeyProvider>]) -> Vec<&dyn KeyProvider> {
     p.iter().map(|p| p.as_ref()).collect()
 }
 
-/// Providers for merge/rotate: `--kms` if given, else the matching creation
-/// rule's keys, else the keys recorded in the object.
-async fn providers_for(
-    obj: &SealedStorageCred,
+/// Keys for merge/rotate: `--kms` if given, else the matching creation rule's
+/// (both [`seal::Keys::Given`]), else the keys recorded in the object —
+/// [`seal::Keys::Recorded`], which the library uses only after verifying them.
+async fn keys_for(
     args: &KeyArgs,
     lookup: &rules::Lookup,
     keyring: &Keyring,
-) -> Result<Vec<Arc<dyn KeyProvider>>, CliError> {
-    if let Some(list) = rules::resolve_keys(&args.kms, lookup, true)? {
-        return keys::providers(&list, args, keyring).await;
+) -> Result<Option<Vec<Arc<dyn KeyProvider>>>, CliError> {
+    match rules::resolve_keys(&args.kms, lookup, true)? {
+        Some(list) => Ok(Some(keys::providers(&list, args, keyring).await?)),
+        None => Ok(None),
     }
-    let mut out = Vec::new();
-    for id in seal::recorded_key_ids(obj) {
-        out.push(keyring.provider_for_sealing(&id).await?);
+}
+
+/// Prints the library's notes about keys (duplicates, dropped keys) on stderr.
+fn print_notes(file: Option<&Path>, notes: &[String]) {
+    for n in notes {
+        match file {
+            Some(f) => eprintln!("sealcred: note: {}: {n}", f.display()),
+            None => eprintln!("sealcred: note: {n}"),
+        }
     }
-    if out.is_empty() {
-        return Err(CliError::new("the object records no key; pass --kms"));
-    }
-    Ok(out)
+}
+
+/// Says on stderr what a seal or merge bound its new data key to and which
+/// keys wrap it (issue 13: the user sees what was sealed for).
+fn announce_sealed(obj: &SealedStorageCred) {
+    let Some(head) = ParsedSpec::parse(&obj.spec)
+        .ok()
+        .map(|p| obj.spec.data_keys[p.head].clone())
+    else {
+        return;
+    };
+    let ns = obj.metadata.namespace.as_deref().unwrap_or("");
+    let name = obj.metadata.name.as_deref().unwrap_or("");
+    let bound = match obj.spec.scope {
+        Scope::Strict => format!("namespace {ns}, name {name}"),
+        Scope::NamespaceWide => format!("namespace {ns}, any name"),
+        Scope::ClusterWide => "any namespace and name".to_string(),
+    };
+    let keys: Vec<&str> = head.wrappings.iter().map(|w| w.key_id.as_str()).collect();
+    eprintln!(
+        "sealcred: sealed for {bound} (scope {}) under {}",
+        obj.spec.scope,
+        keys.join(", ")
+    );
 }
 
 fn is_json_file(path: &Path) -> bool {
@@ -126,10 +153,43 @@ pub async fn seal(args: SealArgs) -> Result<(), CliError> {
         }
         let lookup = rules::lookup(args.output.output_file.as_deref().unwrap_or(target))?;
         announce(&lookup);
-        let providers = providers_for(&existing, &args.keys, &lookup, &keyring).await?;
-        let merged = seal::merge(&existing, &entries.0, &refs(&providers))
-            .await
-            .map_err(|e| CliError::from(e).in_file(target))?;
+        let rule = match &lookup {
+            rules::Lookup::Matched(r) => Some(r),
+            _ => None,
+        };
+        let confirmed = confirm_binding(target, &existing, &args, rule)?;
+        let given = keys_for(&args.keys, &lookup, &keyring).await?;
+        let in_file = |e: seal::Error| CliError::from(e).in_file(target);
+        if given.is_some() && !confirmed {
+            // Keys were chosen, but nothing the user said confirms the file's
+            // namespace/name/scope: verify them with Decrypt instead.
+            seal::verify_head(&existing, &keyring).await.map_err(|e| match e {
+                seal::Error::Provider(p) => CliError::new(format!(
+                    "{}: cannot confirm the namespace, name and scope this file claims ({}): {}",
+                    target.display(),
+                    claimed_binding(&existing),
+                    p.message
+                ))
+                .hint("pass the ones it should have (-n NAMESPACE --name NAME, and --scope if not strict) to merge without kms:Decrypt"),
+                other => in_file(other),
+            })?;
+        }
+        let merged = match &given {
+            Some(p) => seal::merge(&existing, &entries.0, seal::Keys::Given(&refs(p))).await,
+            None => seal::merge(&existing, &entries.0, seal::Keys::Recorded(&keyring))
+                .await
+                .map_err(|e| match e {
+                    seal::Error::Provider(p) => seal::Error::Input(format!(
+                        "no --kms and no creation rule, so the keys recorded in the file are used, and they must be verified first: {}",
+                        p.message
+                    )),
+                    other => other,
+                }),
+        }
+        .map_err(in_file)?;
+        print_notes(Some(target), &merged.notes);
+        announce_sealed(&merged.object);
+        let merged = merged.object;
         drop(entries);
         let format = if args.output.output_file.is_none() && is_json_file(target) {
             Format::Json
@@ -187,10 +247,72 @@ pub async fn seal(args: SealArgs) -> Result<(), CliError> {
         entries: entries.0,
     };
     let providers = keys::providers(&key_list, &args.keys, &keyring).await?;
-    let obj = seal::seal(&sealed_input, &refs(&providers)).await?;
+    let sealed = seal::seal(&sealed_input, &refs(&providers)).await?;
     drop(sealed_input);
+    print_notes(None, &sealed.notes);
+    announce_sealed(&sealed.object);
+    let obj = sealed.object;
     let text = render_sealed(&obj, args.output.format)?;
     write_output(args.output.output_file.as_deref(), text.as_bytes())
+}
+
+/// `namespace/name (scope S)` as the file's metadata claims it (not secret).
+fn claimed_binding(obj: &SealedStorageCred) -> String {
+    format!(
+        "{}/{} (scope {})",
+        obj.metadata.namespace.as_deref().unwrap_or(""),
+        obj.metadata.name.as_deref().unwrap_or(""),
+        obj.spec.scope
+    )
+}
+
+/// Checks the binding a file claims (metadata namespace and name, spec scope:
+/// unauthenticated until a data key is verified) against what the user said:
+/// flags and the creation rule. A contradiction is an error; returns whether
+/// everything the scope binds was confirmed (the scope itself, by `--scope`,
+/// the rule, or being the strictest; the namespace by `-n` or the rule; the
+/// name by `--name`).
+fn confirm_binding(
+    target: &Path,
+    existing: &SealedStorageCred,
+    args: &SealArgs,
+    rule: Option<&rules::Rule>,
+) -> Result<bool, CliError> {
+    let scope = existing.spec.scope;
+    let differs = |what: &str, said: &str, have: &str| {
+        CliError::new(format!(
+            "--merge-into {}: {what} {said:?} differs from the file's {have:?}",
+            target.display()
+        ))
+    };
+    if let Some(r) = rule {
+        if let Some(s) = r.scope
+            && s != scope
+        {
+            return Err(differs(
+                &format!("creation rule {}'s scope", r.index),
+                s.as_str(),
+                scope.as_str(),
+            ));
+        }
+        if let Some(ns) = &r.namespace
+            && scope != Scope::ClusterWide
+            && Some(ns) != existing.metadata.namespace.as_ref()
+        {
+            return Err(differs(
+                &format!("creation rule {}'s namespace", r.index),
+                ns,
+                existing.metadata.namespace.as_deref().unwrap_or(""),
+            ));
+        }
+    }
+    let scope_ok =
+        scope == Scope::Strict || args.scope.is_some() || rule.is_some_and(|r| r.scope.is_some());
+    let ns_ok = scope == Scope::ClusterWide
+        || args.namespace.is_some()
+        || rule.is_some_and(|r| r.namespace.is_some());
+    let name_ok = scope != Scope::Strict || args.name.is_some();
+    Ok(scope_ok && ns_ok && name_ok)
 }
 
 /// Says on stderr which creation rule applies (SOPS users asked for this).
@@ -433,18 +555,37 @@ pub async fn unseal(
 }
 
 /// `sealcred verify`.
-pub async fn verify(files: &[PathBuf], keys: &KeyArgs) -> Result<(), CliError> {
-    let keyring = keys::keyring(keys, &rule_local_keys(files));
+pub async fn verify(files: &[PathBuf], only: &[String], keys: &KeyArgs) -> Result<(), CliError> {
+    let mut keyring = keys::keyring(keys, &rule_local_keys(files));
+    if !only.is_empty() {
+        if let Some(bad) = only
+            .iter()
+            .find(|k| k.ends_with('*') || k.trim().is_empty())
+        {
+            return Err(CliError::new(format!(
+                "--only-key {bad:?}: give a key id exactly as `sealcred inspect` shows it"
+            )));
+        }
+        keyring = keyring.with_allowlist(Allowlist::only(only.iter().cloned()));
+    }
     let mut failed = 0;
     for f in files {
         let result = match read_sealed(f) {
             Ok(obj) => seal::open(&obj, &keyring)
                 .await
+                .map(|opened| (obj, opened))
                 .map_err(|e| CliError::from(e).in_file(f)),
             Err(e) => Err(e),
         };
         match result {
-            Ok(opened) => {
+            Ok((obj, opened)) => {
+                for (dk, key) in seal::duplicate_wrappings(&obj) {
+                    eprintln!(
+                        "warning: {}: data key {}… is wrapped twice by {key}: a second key it should have been wrapped by is missing (see docs/rotation.md, \"Repairing duplicate wrappings\")",
+                        f.display(),
+                        dk.get(..8).unwrap_or("")
+                    );
+                }
                 let names: Vec<&str> = opened.entries.keys().map(String::as_str).collect();
                 println!(
                     "ok    {} ({} entries: {})",
@@ -514,6 +655,41 @@ fn collect_files(paths: &[PathBuf], recursive: bool) -> Result<Vec<PathBuf>, Cli
     Ok(out)
 }
 
+/// Refuses, before anything is written, a `--remove-kms` that names no
+/// wrapping in any of the files (a typo or an alias would otherwise leave the
+/// key in place, silently).
+fn check_remove_kms(files: &[PathBuf], remove: &[String]) -> Result<(), CliError> {
+    let mut found = vec![false; remove.len()];
+    for f in files {
+        let Ok(obj) = read_sealed(f) else { continue };
+        for (i, k) in remove.iter().enumerate() {
+            found[i] |= obj
+                .spec
+                .data_keys
+                .iter()
+                .any(|d| d.wrappings.iter().any(|w| &w.key_id == k));
+        }
+    }
+    let unused: Vec<&str> = remove
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| !**f)
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if unused.is_empty() {
+        return Ok(());
+    }
+    let place = match files {
+        [one] => one.display().to_string(),
+        _ => format!("any of the {} files", files.len()),
+    };
+    Err(CliError::new(format!(
+        "--remove-kms {}: no wrapping in {place} is by this key; nothing was changed",
+        unused.join(", ")
+    ))
+    .hint("give the key id exactly as `sealcred inspect` shows it (the key ARN, not an alias)"))
+}
+
 /// `sealcred rotate`.
 pub async fn rotate(args: &RotateArgs) -> Result<(), CliError> {
     let files = collect_files(&args.paths, args.recursive)?;
@@ -525,6 +701,9 @@ pub async fn rotate(args: &RotateArgs) -> Result<(), CliError> {
         return Err(CliError::new(
             "--kms (new data key under new keys) cannot be combined with --add-kms/--remove-kms (same data key, changed wrappings)",
         ));
+    }
+    if !args.remove_kms.is_empty() {
+        check_remove_kms(&files, &args.remove_kms)?;
     }
     let keys = &args.keys;
     let mut lookups = Vec::with_capacity(files.len());
@@ -574,10 +753,22 @@ pub async fn rotate(args: &RotateArgs) -> Result<(), CliError> {
             let out = if rewrap {
                 seal::rewrap(&obj, &keyring, &refs(&add), &args.remove_kms).await
             } else {
-                let providers = providers_for(&obj, keys, lookup, &keyring).await?;
-                seal::rotate(&obj, &keyring, &refs(&providers)).await
+                match keys_for(keys, lookup, &keyring).await? {
+                    Some(p) => seal::rotate(&obj, &keyring, seal::Keys::Given(&refs(&p))).await,
+                    None => seal::rotate(&obj, &keyring, seal::Keys::Recorded(&keyring)).await,
+                }
             }
             .map_err(|e| CliError::from(e).in_file(f))?;
+            let line = out
+                .notes
+                .iter()
+                .map(|n| format!("sealcred: note: {}: {n}", f.display()))
+                .collect::<Vec<_>>();
+            match &bar {
+                Some(b) => b.suspend(|| line.iter().for_each(|l| eprintln!("{l}"))),
+                None => line.iter().for_each(|l| eprintln!("{l}")),
+            }
+            let out = out.object;
             let format = if is_json_file(f) {
                 Format::Json
             } else {

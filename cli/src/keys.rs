@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use sealcred_shared::keyring::{Allowlist, Keyring};
 use sealcred_shared::provider::KeyProvider;
-use sealcred_shared::provider::aws::AwsKms;
 use sealcred_shared::provider::local::{self, LocalKey};
 
 use crate::cli::KeyArgs;
@@ -31,7 +30,9 @@ pub fn local_key(path: Option<PathBuf>, create: bool) -> Result<LocalKey, CliErr
 }
 
 /// Providers for sealing from key names (`--kms` values or a creation rule's);
-/// an empty list means the default local key, created if missing.
+/// an empty list means the default local key, created if missing. A name given
+/// twice is used once (with a note); two names for one key (an alias and its
+/// ARN) are found when KMS answers, and wrapped once (see `seal`).
 pub async fn providers(
     keys: &[String],
     args: &KeyArgs,
@@ -41,8 +42,14 @@ pub async fn providers(
         return Ok(vec![Arc::new(local_key(args.local_key.clone(), true)?)]);
     }
     let mut out: Vec<Arc<dyn KeyProvider>> = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
     for k in keys {
         let k = k.trim();
+        if seen.contains(&k) {
+            eprintln!("sealcred: note: key {k} is given twice: wrapped once");
+            continue;
+        }
+        seen.push(k);
         if k == "local" {
             out.push(Arc::new(local_key(args.local_key.clone(), true)?));
         } else if let Some(p) = k.strip_prefix("local:") {
@@ -50,7 +57,7 @@ pub async fn providers(
         } else if k.is_empty() {
             return Err(CliError::new("--kms: empty key"));
         } else {
-            out.push(Arc::new(AwsKms::new(keyring.sdk_config().await, k)?));
+            out.push(keyring.aws_key(k).await?);
         }
     }
     Ok(out)

@@ -51,7 +51,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
             output.format,
             output.output_file.as_deref(),
         )),
-        Command::Verify { files, keys } => rt.block_on(commands::verify(&files, &keys)),
+        Command::Verify {
+            files,
+            only_key,
+            keys,
+        } => rt.block_on(commands::verify(&files, &only_key, &keys)),
         Command::Rotate(args) => rt.block_on(commands::rotate(&args)),
         Command::Keygen { output_file } => commands::keygen(output_file.as_deref()),
         Command::Completion { shell } => {

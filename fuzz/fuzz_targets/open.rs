@@ -64,7 +64,7 @@ fn fixture() -> &'static Fixture {
                 .map(|(k, v)| (k.clone(), SecretBytes::copy_from(v)))
                 .collect(),
         };
-        let obj = rt.block_on(seal::seal(&input, &[&key])).unwrap();
+        let obj = rt.block_on(seal::seal(&input, &[&key])).unwrap().object;
         let valid_yaml = serde_saphyr::to_string(&obj).unwrap();
         Fixture {
             rt,

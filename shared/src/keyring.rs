@@ -113,6 +113,12 @@ impl Keyring {
         self
     }
 
+    /// Replaces the allowlist.
+    pub fn with_allowlist(mut self, allow: Allowlist) -> Self {
+        self.allow = allow;
+        self
+    }
+
     /// Reports every provider call to `observer`.
     pub fn with_observer(mut self, observer: CallObserver) -> Self {
         self.observer = Some(observer);
@@ -203,19 +209,30 @@ impl Keyring {
         self.sdk.get_or_init(load_sdk_config).await
     }
 
-    async fn aws_key(&self, key_id: &str) -> Result<Arc<AwsKms>, ProviderError> {
-        let region = arn_region(key_id).unwrap_or("").to_string();
-        if let Some(k) = self.aws.lock().unwrap().get(&region) {
-            return Ok(k.clone());
+    /// A provider for exactly `key` (ARN, key id or alias). Clients are cached
+    /// per region and shared by every key of that region; each provider still
+    /// names its own key in every call (sealing under a recorded key id must
+    /// never fall back to another key of the same region).
+    pub async fn aws_key(&self, key: &str) -> Result<Arc<AwsKms>, ProviderError> {
+        let region = arn_region(key).unwrap_or("").to_string();
+        let cached = self.aws.lock().unwrap().get(&region).cloned();
+        let base = match cached {
+            Some(b) => b,
+            None => {
+                let endpoint = self.region_endpoints.get(&region).map(String::as_str);
+                let b = Arc::new(AwsKms::with_endpoint(
+                    self.sdk_config().await,
+                    key,
+                    endpoint,
+                )?);
+                self.aws.lock().unwrap().insert(region, b.clone());
+                b
+            }
+        };
+        if base.key() == key {
+            return Ok(base);
         }
-        let endpoint = self.region_endpoints.get(&region).map(String::as_str);
-        let k = Arc::new(AwsKms::with_endpoint(
-            self.sdk_config().await,
-            key_id,
-            endpoint,
-        )?);
-        self.aws.lock().unwrap().insert(region, k.clone());
-        Ok(k)
+        Ok(Arc::new(base.with_key(key)?))
     }
 
     async fn provider_for(&self, key_id: &str) -> Result<Arc<dyn KeyProvider>, ProviderError> {
@@ -234,7 +251,7 @@ impl Keyring {
     }
 
     /// A provider to seal with for a recorded key id (used by merge and rotate
-    /// when no new key is given).
+    /// when no new key is given): exactly that key.
     pub async fn provider_for_sealing(
         &self,
         key_id: &str,

@@ -104,6 +104,29 @@ pub struct Opened {
     pub entries: BTreeMap<String, SecretBytes>,
 }
 
+/// A sealed, merged, rotated or rewrapped object, and what the caller should
+/// tell the user about its keys.
+#[derive(Debug)]
+pub struct Sealed {
+    /// The object to write.
+    pub object: SealedStorageCred,
+    /// One line per thing worth saying about the keys: two given keys that are
+    /// the same key (wrapped once), a key dropped by a re-seal. Never a value.
+    pub notes: Vec<String>,
+}
+
+/// Which keys a merge or rotate wraps its new data key under.
+pub enum Keys<'a> {
+    /// Keys the user chose (`--kms`, a creation rule), in order: the first
+    /// generates the data key.
+    Given(&'a [&'a dyn KeyProvider]),
+    /// Exactly the keys that wrap the object's newest data key, each once —
+    /// used only after that data key has been verified with Decrypt (a key id
+    /// in a file nobody verified is attacker-controlled). The keyring opens the
+    /// data key and provides the keys.
+    Recorded(&'a Keyring),
+}
+
 fn check_entries(entries: &BTreeMap<String, SecretBytes>) -> Result<(), Error> {
     if entries.is_empty() {
         return Err(Error::Input("nothing to seal: no entries given".into()));
@@ -137,7 +160,9 @@ fn now_rfc3339() -> String {
 }
 
 /// Makes one data key, wraps it under every provider (the first generates it),
-/// and seals `entries` under it.
+/// and seals `entries` under it. Two providers that turn out to be the same key
+/// (an alias and its ARN: KMS answers with the same key ARN) give one wrapping
+/// and a note.
 async fn seal_group(
     spec: &SealedStorageCredSpec,
     binding: &Binding,
@@ -145,6 +170,7 @@ async fn seal_group(
     entries: &BTreeMap<String, SecretBytes>,
     survivors: &BTreeMap<String, [u8; DATA_KEY_ID_LEN]>,
     supersedes: Vec<String>,
+    notes: &mut Vec<String>,
 ) -> Result<(SealedDataKey, BTreeMap<String, SealedEntry>), Error> {
     let (first, rest) = providers
         .split_first()
@@ -156,8 +182,18 @@ async fn seal_group(
         key_id: generated.key_id,
         ciphertext: generated.ciphertext,
     }];
+    let mut given = vec![first.name()];
     for p in rest {
         let (key_id, ciphertext) = p.wrap(&dk, &ctx).await?;
+        if let Some(i) = wrappings.iter().position(|w| w.key_id == key_id) {
+            notes.push(format!(
+                "{} and {} are the same key ({key_id}): wrapped once",
+                given[i],
+                p.name()
+            ));
+            continue;
+        }
+        given.push(p.name());
         wrappings.push(ParsedWrapping { key_id, ciphertext });
     }
     seal_with_key(
@@ -244,10 +280,7 @@ fn seal_with_key(
 
 /// Seals a new object under a fresh data key from the first provider, wrapped
 /// also under the others (any one of them can unseal).
-pub async fn seal(
-    input: &SealInput,
-    providers: &[&dyn KeyProvider],
-) -> Result<SealedStorageCred, Error> {
+pub async fn seal(input: &SealInput, providers: &[&dyn KeyProvider]) -> Result<Sealed, Error> {
     format::check_object_name("name", &input.name)?;
     if let Some(ns) = &input.namespace {
         format::check_object_name("namespace", ns)?;
@@ -270,6 +303,7 @@ pub async fn seal(
     );
     obj.metadata.namespace = input.namespace.clone();
     let binding = binding_of(&obj.metadata, input.scope)?;
+    let mut notes = Vec::new();
     let (group, entries) = seal_group(
         &obj.spec,
         &binding,
@@ -277,24 +311,41 @@ pub async fn seal(
         &input.entries,
         &BTreeMap::new(),
         Vec::new(),
+        &mut notes,
     )
     .await?;
     obj.spec.data_keys.push(group);
     obj.spec.entries = entries;
-    Ok(obj)
+    Ok(Sealed { object: obj, notes })
 }
 
-/// Adds or replaces entries without decrypting anything: the new entries go
-/// under a new data key that supersedes the existing ones; every other entry
-/// and data key stays byte-for-byte as it was.
+/// Adds or replaces entries: the new entries go under a new data key that
+/// supersedes the existing ones; every other entry and data key stays
+/// byte-for-byte as it was.
+///
+/// With [`Keys::Given`] nothing is decrypted: the caller chose the keys, and
+/// must have confirmed the binding (namespace, name, scope) the file's metadata
+/// claims against the user's flags or creation rule — it is not authenticated
+/// here. With [`Keys::Recorded`] the newest data key is verified first
+/// ([`verify_head`], one Decrypt), and its keys are used.
 pub async fn merge(
     existing: &SealedStorageCred,
     entries: &BTreeMap<String, SecretBytes>,
-    providers: &[&dyn KeyProvider],
-) -> Result<SealedStorageCred, Error> {
+    keys: Keys<'_>,
+) -> Result<Sealed, Error> {
     let parsed = ParsedSpec::parse(&existing.spec)?;
     check_entries(entries)?;
     let binding = binding_of(&existing.metadata, parsed.scope)?;
+    let mut notes = Vec::new();
+    let recorded;
+    let providers: Vec<&dyn KeyProvider> = match keys {
+        Keys::Given(p) => p.to_vec(),
+        Keys::Recorded(keyring) => {
+            let ids = verify_head(existing, keyring).await?;
+            recorded = providers_for_ids(keyring, &ids).await?;
+            recorded.iter().map(|p| p.as_ref()).collect()
+        }
+    };
     let supersedes: Vec<String> = parsed.data_keys.iter().map(|d| d.id_b64.clone()).collect();
     let survivors: BTreeMap<String, [u8; DATA_KEY_ID_LEN]> = parsed
         .entries
@@ -305,10 +356,11 @@ pub async fn merge(
     let (group, sealed) = seal_group(
         &existing.spec,
         &binding,
-        providers,
+        &providers,
         entries,
         &survivors,
         supersedes,
+        &mut notes,
     )
     .await?;
     let mut out = existing.clone();
@@ -327,7 +379,77 @@ pub async fn merge(
         .cloned()
         .collect();
     out.spec.data_keys = keep;
+    Ok(Sealed { object: out, notes })
+}
+
+/// Providers for exactly these key ids, each once, in order.
+async fn providers_for_ids(
+    keyring: &Keyring,
+    ids: &[String],
+) -> Result<Vec<std::sync::Arc<dyn KeyProvider>>, Error> {
+    let mut out = Vec::with_capacity(ids.len());
+    let mut seen: Vec<&str> = Vec::new();
+    for id in ids {
+        if seen.contains(&id.as_str()) {
+            continue;
+        }
+        seen.push(id);
+        out.push(keyring.provider_for_sealing(id).await?);
+    }
+    if out.is_empty() {
+        return Err(Error::Input("the object records no key; pass --kms".into()));
+    }
     Ok(out)
+}
+
+/// Verifies the object's newest data key — one unwrap (trying its allowed
+/// wrappings in order), the key commitment, its header tag (binding, scope,
+/// template, profile, its wrappings) and the state tag (the entry list) — and
+/// returns the key ids of its wrappings, which are then authentic. No entry is
+/// decrypted.
+pub async fn verify_head(obj: &SealedStorageCred, keyring: &Keyring) -> Result<Vec<String>, Error> {
+    let parsed = ParsedSpec::parse(&obj.spec)?;
+    let binding = binding_of(&obj.metadata, parsed.scope)?;
+    let head = &parsed.data_keys[parsed.head];
+    keyring.check_allowed(std::slice::from_ref(head))?;
+    let data_key = keyring.unwrap(&binding, head).await?;
+    let keys = verify_data_key(&parsed, &binding, parsed.head, &data_key)?;
+    drop(data_key);
+    check_state_tag(&parsed, &binding, &keys)?;
+    Ok(head.wrappings.iter().map(|w| w.key_id.clone()).collect())
+}
+
+fn check_state_tag(
+    parsed: &ParsedSpec,
+    binding: &Binding,
+    head_keys: &DerivedKeys,
+) -> Result<(), Error> {
+    let head = &parsed.data_keys[parsed.head];
+    let state_tag = head.state_tag.as_ref().expect("checked by parse");
+    head_keys
+        .check_header_tag(&parsed.state_bytes(binding), state_tag)
+        .map_err(|_| Error::HeaderAuth {
+            id: head.id_b64.clone(),
+            what: "state tag (the entry list)",
+        })
+}
+
+/// Key ids that wrap the same data key more than once (a file damaged by the
+/// re-seal bug of issue 19, or edited): `(data key id, key id)` pairs.
+pub fn duplicate_wrappings(obj: &SealedStorageCred) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for d in &obj.spec.data_keys {
+        for (i, w) in d.wrappings.iter().enumerate() {
+            let first = d.wrappings.iter().position(|v| v.key_id == w.key_id);
+            let reported = out
+                .iter()
+                .any(|(dk, k): &(String, String)| *dk == d.id && *k == w.key_id);
+            if first != Some(i) && !reported {
+                out.push((d.id.clone(), w.key_id.clone()));
+            }
+        }
+    }
+    out
 }
 
 /// Verifies and decrypts every entry. Nothing is returned unless everything
@@ -343,14 +465,7 @@ pub async fn open(obj: &SealedStorageCred, keyring: &Keyring) -> Result<Opened, 
         let data_key = keyring.unwrap(&binding, dk).await?;
         keys.push(verify_data_key(&parsed, &binding, i, &data_key)?);
     }
-    let head = &parsed.data_keys[parsed.head];
-    let state_tag = head.state_tag.as_ref().expect("checked by parse");
-    keys[parsed.head]
-        .check_header_tag(&parsed.state_bytes(&binding), state_tag)
-        .map_err(|_| Error::HeaderAuth {
-            id: head.id_b64.clone(),
-            what: "state tag (the entry list)",
-        })?;
+    check_state_tag(&parsed, &binding, &keys[parsed.head])?;
     let mut entries = BTreeMap::new();
     for (name, e) in &parsed.entries {
         let aad = parsed.entry_aad(&binding, name);
@@ -393,29 +508,58 @@ fn verify_data_key(
     Ok(keys)
 }
 
-/// Re-seals every entry under one fresh data key, wrapped by `providers`.
-/// Metadata, scope, template and profile are kept.
+/// Re-seals every entry under one fresh data key. Metadata, scope, template
+/// and profile are kept. With [`Keys::Recorded`] the new data key is wrapped by
+/// exactly the keys that wrapped the newest one (authentic: [`open`] verified
+/// every header first); a key that wrapped only older data keys is not kept,
+/// and a note says so.
 pub async fn rotate(
     obj: &SealedStorageCred,
     keyring: &Keyring,
-    providers: &[&dyn KeyProvider],
-) -> Result<SealedStorageCred, Error> {
+    keys: Keys<'_>,
+) -> Result<Sealed, Error> {
     let opened = open(obj, keyring).await?;
+    let mut notes = Vec::new();
+    let recorded;
+    let providers: Vec<&dyn KeyProvider> = match keys {
+        Keys::Given(p) => p.to_vec(),
+        Keys::Recorded(sealing) => {
+            let parsed = ParsedSpec::parse(&obj.spec)?;
+            let head = &parsed.data_keys[parsed.head];
+            let ids: Vec<String> = head.wrappings.iter().map(|w| w.key_id.clone()).collect();
+            let mut older: Vec<&str> = Vec::new();
+            for d in &parsed.data_keys {
+                for w in &d.wrappings {
+                    if !ids.contains(&w.key_id) && !older.contains(&w.key_id.as_str()) {
+                        older.push(&w.key_id);
+                    }
+                }
+            }
+            for k in older {
+                notes.push(format!(
+                    "{k} wrapped older data keys but not the newest: the rotated object is not wrapped by it (pass --kms to choose the keys)"
+                ));
+            }
+            recorded = providers_for_ids(sealing, &ids).await?;
+            recorded.iter().map(|p| p.as_ref()).collect()
+        }
+    };
     let mut out = obj.clone();
     out.status = None;
     let binding = binding_of(&obj.metadata, obj.spec.scope)?;
     let (group, entries) = seal_group(
         &obj.spec,
         &binding,
-        providers,
+        &providers,
         &opened.entries,
         &BTreeMap::new(),
         Vec::new(),
+        &mut notes,
     )
     .await?;
     out.spec.data_keys = vec![group];
     out.spec.entries = entries;
-    Ok(out)
+    Ok(Sealed { object: out, notes })
 }
 
 /// Changes which keys wrap each data key, without touching any entry: every
@@ -428,13 +572,14 @@ pub async fn rewrap(
     keyring: &Keyring,
     add: &[&dyn KeyProvider],
     remove: &[String],
-) -> Result<SealedStorageCred, Error> {
+) -> Result<Sealed, Error> {
     let parsed = ParsedSpec::parse(&obj.spec)?;
     let binding = binding_of(&obj.metadata, parsed.scope)?;
     keyring.check_allowed(&parsed.data_keys)?;
     let ctx = binding.encryption_context();
     let mut out = obj.clone();
     out.status = None;
+    let mut notes = Vec::new();
     for (i, dk) in parsed.data_keys.iter().enumerate() {
         let data_key = keyring.unwrap(&binding, dk).await?;
         verify_data_key(&parsed, &binding, i, &data_key)?;
@@ -444,11 +589,26 @@ pub async fn rewrap(
             .filter(|w| !remove.contains(&w.key_id))
             .cloned()
             .collect();
+        // Duplicates already in the file (damaged by an older re-seal) go too.
+        let mut seen: Vec<String> = Vec::new();
+        wrappings.retain(|w| {
+            let first = !seen.contains(&w.key_id);
+            seen.push(w.key_id.clone());
+            first
+        });
         for p in add {
             let (key_id, ciphertext) = p.wrap(&data_key, &ctx).await?;
-            if !wrappings.iter().any(|w| w.key_id == key_id) {
-                wrappings.push(ParsedWrapping { key_id, ciphertext });
+            if wrappings.iter().any(|w| w.key_id == key_id) {
+                let note = format!(
+                    "{} ({key_id}) already wraps the data keys: not added twice",
+                    p.name()
+                );
+                if !notes.contains(&note) {
+                    notes.push(note);
+                }
+                continue;
             }
+            wrappings.push(ParsedWrapping { key_id, ciphertext });
         }
         if wrappings.is_empty() {
             return Err(Error::Input(format!(
@@ -478,15 +638,5 @@ pub async fn rewrap(
             })
             .collect();
     }
-    Ok(out)
-}
-
-/// The key ids of the first data key's wrappings (what merge and rotate seal
-/// with when no key is given).
-pub fn recorded_key_ids(obj: &SealedStorageCred) -> Vec<String> {
-    obj.spec
-        .data_keys
-        .first()
-        .map(|d| d.wrappings.iter().map(|w| w.key_id.clone()).collect())
-        .unwrap_or_default()
+    Ok(Sealed { object: out, notes })
 }

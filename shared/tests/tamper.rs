@@ -405,7 +405,10 @@ proptest! {
                 .map(|(k, v)| (k.clone(), sealcred_shared::secret::SecretBytes::copy_from(v)))
                 .collect();
             let k = LocalKey::load(key()).unwrap();
-            let m = rt().block_on(seal::merge(&o, &pairs, &[&k])).unwrap();
+            let m = rt()
+                .block_on(seal::merge(&o, &pairs, seal::Keys::Given(&[&k])))
+                .unwrap()
+                .object;
             for (n, e) in &o.spec.entries {
                 if !next.contains_key(n) {
                     prop_assert_eq!(&m.spec.entries[n], e, "entry {} changed", n);

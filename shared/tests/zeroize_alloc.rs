@@ -444,7 +444,9 @@ fn secrets_are_wiped_before_their_memory_is_freed() {
     let provider = KnownKey(key);
     let input = seal_input(entries());
     let (obj, found) = measure(key_canaries(value_canaries()), || {
-        rt.block_on(seal::seal(&input, &[&provider])).unwrap()
+        rt.block_on(seal::seal(&input, &[&provider]))
+            .unwrap()
+            .object
     });
     report.add("seal::seal (local key)", found);
     let (_, found) = measure(key_canaries(value_canaries()), || drop(input));
@@ -470,10 +472,18 @@ fn secrets_are_wiped_before_their_memory_is_freed() {
     let (_, found) = measure(open_canaries(), || {
         let keyring = Keyring::new(Allowlist::any(), Some(key_path.clone()));
         let more = BTreeMap::from([("more".to_string(), SecretBytes::copy_from(CANARY))]);
-        let merged = rt.block_on(seal::merge(&obj, &more, &[&provider])).unwrap();
+        let merged = rt
+            .block_on(seal::merge(&obj, &more, seal::Keys::Given(&[&provider])))
+            .unwrap()
+            .object;
         let rotated = rt
-            .block_on(seal::rotate(&merged, &keyring, &[&provider]))
-            .unwrap();
+            .block_on(seal::rotate(
+                &merged,
+                &keyring,
+                seal::Keys::Given(&[&provider]),
+            ))
+            .unwrap()
+            .object;
         assert_eq!(rotated.spec.entries.len(), 3);
     });
     report.add("seal::merge + seal::rotate", found);

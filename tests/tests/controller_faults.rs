@@ -86,11 +86,14 @@ async fn seal_all(
                         profile: None,
                         entries: entries(&pairs),
                     };
-                    seal::seal(&input, &[kms]).await.expect("sealing")
+                    seal::seal(&input, &[kms]).await.expect("sealing").object
                 }
-                Some(p) => seal::merge(&p[i], &entries(&pairs), &[kms])
-                    .await
-                    .expect("merging"),
+                Some(p) => {
+                    seal::merge(&p[i], &entries(&pairs), seal::Keys::Given(&[kms]))
+                        .await
+                        .expect("merging")
+                        .object
+                }
             }
         })
         .buffered(8)

@@ -364,7 +364,8 @@ async fn two_kms_keys_in_two_endpoints() {
         &[&kms_a, &kms_b],
     )
     .await
-    .expect("sealing under A and B");
+    .expect("sealing under A and B")
+    .object;
     let wrapping_keys: Vec<&str> = obj.spec.data_keys[0]
         .wrappings
         .iter()
@@ -392,9 +393,14 @@ async fn two_kms_keys_in_two_endpoints() {
         .get("svc")
         .await
         .unwrap();
-    let v2 = seal::merge(&live, &entries(&[("password", "v2")]), &[&kms_a, &kms_b])
-        .await
-        .expect("merging v2");
+    let v2 = seal::merge(
+        &live,
+        &entries(&[("password", "v2")]),
+        seal::Keys::Given(&[&kms_a, &kms_b]),
+    )
+    .await
+    .expect("merging v2")
+    .object;
     apply(&client, &v2).await;
     wait_secret(&client, &ns, "svc", &[("password", "v2")]).await;
     wait_ready(&client, &ns, "svc", "True", "Unsealed").await;
@@ -409,9 +415,14 @@ async fn two_kms_keys_in_two_endpoints() {
         .get("svc")
         .await
         .unwrap();
-    let v3 = seal::merge(&live, &entries(&[("password", "v3")]), &[&kms_a, &kms_b])
-        .await
-        .expect("merging v3");
+    let v3 = seal::merge(
+        &live,
+        &entries(&[("password", "v3")]),
+        seal::Keys::Given(&[&kms_a, &kms_b]),
+    )
+    .await
+    .expect("merging v3")
+    .object;
     moto2.stop().await;
     apply(&client, &v3).await;
     wait_ready(&client, &ns, "svc", "False", "KmsUnavailable").await;

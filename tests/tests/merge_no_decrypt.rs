@@ -87,16 +87,17 @@ async fn merge_makes_no_decrypt_call_and_keeps_entries_byte_identical() {
         profile: None,
         entries: entries(&[("access_key", "a"), ("secret_key", "b")]),
     };
-    let obj = seal::seal(&input, &[&p]).await.unwrap();
+    let obj = seal::seal(&input, &[&p]).await.unwrap().object;
     assert_eq!(p.generate.load(Ordering::SeqCst), 1);
 
     let merged = seal::merge(
         &obj,
         &entries(&[("secret_key", "b2"), ("region", "r")]),
-        &[&p],
+        seal::Keys::Given(&[&p]),
     )
     .await
-    .unwrap();
+    .unwrap()
+    .object;
     assert_eq!(p.unwrap.load(Ordering::SeqCst), 0, "merge called Decrypt");
     assert_eq!(p.generate.load(Ordering::SeqCst), 2);
     assert_eq!(

@@ -53,7 +53,44 @@ pub fn arn_region(key: &str) -> Option<&str> {
     parts.next().filter(|r| !r.is_empty())
 }
 
-/// One AWS KMS key (ARN, key id, `alias/NAME` or alias ARN).
+/// The parts of a KMS key ARN (`arn:PARTITION:kms:REGION:ACCOUNT:key/ID`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct KeyArn<'a> {
+    /// `aws`, `aws-cn`, `aws-us-gov`.
+    pub partition: &'a str,
+    /// The key's region.
+    pub region: &'a str,
+    /// The owning account.
+    pub account: &'a str,
+    /// The key id (a UUID, or `mrk-…` for a multi-Region key).
+    pub key_id: &'a str,
+}
+
+impl<'a> KeyArn<'a> {
+    /// Parses a key ARN; `None` for anything else (aliases, bare ids).
+    pub fn parse(s: &'a str) -> Option<KeyArn<'a>> {
+        let mut p = s.splitn(6, ':');
+        (p.next()? == "arn").then_some(())?;
+        let partition = p.next()?;
+        (p.next()? == "kms").then_some(())?;
+        let region = p.next()?;
+        let account = p.next()?;
+        let key_id = p.next()?.strip_prefix("key/")?;
+        let nonempty = |v: &str| !v.is_empty() && !v.contains(['/', ':']);
+        (partition.starts_with("aws") && nonempty(region) && nonempty(account) && nonempty(key_id))
+            .then_some(KeyArn {
+                partition,
+                region,
+                account,
+                key_id,
+            })
+    }
+}
+
+/// One AWS KMS key (ARN, key id, `alias/NAME` or alias ARN). Every call names
+/// this key; clients are shared between the keys of one region
+/// ([`AwsKms::with_key`]), never the key.
+#[derive(Clone)]
 pub struct AwsKms {
     client: Client,
     key: String,
@@ -94,6 +131,73 @@ impl AwsKms {
             key: key.to_string(),
             region,
         })
+    }
+
+    /// The same client (region, endpoint, credentials, connection pool) for
+    /// another key. `key` must be in this provider's region: a key ARN naming
+    /// another region is refused (its calls would go to the wrong endpoint).
+    pub fn with_key(&self, key: &str) -> Result<AwsKms, ProviderError> {
+        if let Some(r) = arn_region(key)
+            && r != self.region
+        {
+            return Err(ProviderError::new(
+                ProviderErrorKind::Other,
+                format!("KMS key {key} is in {r}, not {}", self.region),
+            ));
+        }
+        Ok(AwsKms {
+            client: self.client.clone(),
+            key: key.to_string(),
+            region: self.region.clone(),
+        })
+    }
+
+    /// The key as given (ARN, key id or alias).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The KeyId KMS answered with, checked against the key asked for: it is
+    /// what gets recorded in the object, so it must name the key that really
+    /// wrapped the data key. A key ARN must come back unchanged; a bare key id
+    /// must come back as that key's ARN in this region; an alias must come back
+    /// as a key ARN in the alias's region (and account, for an alias ARN).
+    fn checked_key_id(&self, op: &str, returned: Option<String>) -> Result<String, ProviderError> {
+        let asked = self.key.as_str();
+        let mismatch = |got: &str| {
+            ProviderError::new(
+                ProviderErrorKind::Other,
+                format!(
+                    "AWS KMS {op} with key {asked} in {} answered for key {got:?}: refusing to record a key that was not asked for (check the endpoint; a proxy or a misconfigured KMS answered)",
+                    self.region
+                ),
+            )
+        };
+        let Some(got) = returned else {
+            return Err(ProviderError::new(
+                ProviderErrorKind::Other,
+                format!("AWS KMS {op} with key {asked} returned no KeyId"),
+            ));
+        };
+        let Some(parts) = KeyArn::parse(&got) else {
+            return Err(mismatch(&got));
+        };
+        let ok = match KeyArn::parse(asked) {
+            Some(_) => got == asked,
+            None => match asked.strip_prefix("arn:") {
+                // An alias ARN: arn:PARTITION:kms:REGION:ACCOUNT:alias/NAME.
+                Some(_) => {
+                    let mut a = asked.split(':');
+                    let (partition, region, account) = (a.nth(1), a.nth(1), a.next());
+                    partition == Some(parts.partition)
+                        && region == Some(parts.region)
+                        && account == Some(parts.account)
+                }
+                None if asked.starts_with("alias/") => parts.region == self.region,
+                None => parts.region == self.region && parts.key_id == asked,
+            },
+        };
+        if ok { Ok(got) } else { Err(mismatch(&got)) }
     }
 
     fn context(ctx: &EncryptionContext) -> HashMap<String, String> {
@@ -214,7 +318,7 @@ impl KeyProvider for AwsKms {
             .send()
             .await
             .map_err(|e| self.error("GenerateDataKey", &self.key, e))?;
-        let key_id = out.key_id.clone().unwrap_or_else(|| self.key.clone());
+        let key_id = self.checked_key_id("GenerateDataKey", out.key_id.clone())?;
         let ciphertext = out
             .ciphertext_blob
             .clone()
@@ -251,7 +355,7 @@ impl KeyProvider for AwsKms {
             .send()
             .await
             .map_err(|e| self.error("Encrypt", &self.key, e))?;
-        let key_id = out.key_id.unwrap_or_else(|| self.key.clone());
+        let key_id = self.checked_key_id("Encrypt", out.key_id)?;
         let ct = out
             .ciphertext_blob
             .map(Blob::into_inner)
@@ -290,5 +394,61 @@ mod tests {
         );
         assert_eq!(arn_region("alias/x"), None);
         assert_eq!(arn_region("arn:aws:s3:::bucket"), None);
+    }
+
+    #[test]
+    fn key_arn_parts() {
+        let a = KeyArn::parse("arn:aws:kms:eu-west-1:111122223333:key/abc").unwrap();
+        assert_eq!(
+            (a.partition, a.region, a.account, a.key_id),
+            ("aws", "eu-west-1", "111122223333", "abc")
+        );
+        assert!(KeyArn::parse("arn:aws:kms:eu-west-1:111122223333:alias/x").is_none());
+        assert!(KeyArn::parse("arn:aws:kms:eu-west-1:111122223333:key/").is_none());
+        assert!(KeyArn::parse("arn:aws:kms::111122223333:key/abc").is_none());
+        assert!(KeyArn::parse("arn:aws:kms:eu-west-1:111122223333:key/a/b").is_none());
+        assert!(KeyArn::parse("abc").is_none());
+    }
+
+    fn provider(key: &str) -> AwsKms {
+        let conf = SdkConfig::builder()
+            .region(Region::new("eu-west-1"))
+            .behavior_version(BehaviorVersion::latest())
+            .build();
+        AwsKms::new(&conf, key).unwrap()
+    }
+
+    #[test]
+    fn returned_key_id_must_name_the_key_asked_for() {
+        let arn = "arn:aws:kms:eu-west-1:111122223333:key/k1";
+        let other = "arn:aws:kms:eu-west-1:111122223333:key/k2";
+        let check = |asked: &str, got: Option<&str>| {
+            provider(asked).checked_key_id("Encrypt", got.map(str::to_string))
+        };
+        assert_eq!(check(arn, Some(arn)).unwrap(), arn);
+        let e = check(arn, Some(other)).unwrap_err();
+        assert!(e.message.contains("answered for key"), "{}", e.message);
+        assert!(check(arn, None).is_err());
+        // A bare key id: its ARN in this region.
+        assert_eq!(check("k1", Some(arn)).unwrap(), arn);
+        assert!(check("k1", Some(other)).is_err());
+        assert!(check("k1", Some("arn:aws:kms:us-east-1:111122223333:key/k1")).is_err());
+        // An alias: some key ARN of its region (and account, for an alias ARN).
+        assert_eq!(check("alias/a", Some(other)).unwrap(), other);
+        assert!(check("alias/a", Some("alias/a")).is_err());
+        let alias_arn = "arn:aws:kms:eu-west-1:111122223333:alias/a";
+        assert_eq!(check(alias_arn, Some(arn)).unwrap(), arn);
+        assert!(check(alias_arn, Some("arn:aws:kms:eu-west-1:999999999999:key/k1")).is_err());
+        // Another account's ARN for the same key id is another key.
+        assert!(check(arn, Some("arn:aws:kms:eu-west-1:999999999999:key/k1")).is_err());
+    }
+
+    #[test]
+    fn with_key_keeps_the_key_and_refuses_another_region() {
+        let p = provider("arn:aws:kms:eu-west-1:1:key/a");
+        let q = p.with_key("arn:aws:kms:eu-west-1:1:key/b").unwrap();
+        assert_eq!(q.key(), "arn:aws:kms:eu-west-1:1:key/b");
+        assert_eq!(p.key(), "arn:aws:kms:eu-west-1:1:key/a");
+        assert!(p.with_key("arn:aws:kms:us-east-1:1:key/b").is_err());
     }
 }

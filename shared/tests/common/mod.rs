@@ -161,7 +161,7 @@ pub fn opaque() -> SecretTemplate {
 /// Seals with the local key at `key`.
 pub async fn seal_local(input: &SealInput, key: &Path) -> SealedStorageCred {
     let k = LocalKey::load(key).expect("load local key");
-    seal::seal(input, &[&k]).await.expect("seal")
+    seal::seal(input, &[&k]).await.expect("seal").object
 }
 
 /// Merges with the local key at `key`.
@@ -171,9 +171,10 @@ pub async fn merge_local(
     key: &Path,
 ) -> SealedStorageCred {
     let k = LocalKey::load(key).expect("load local key");
-    seal::merge(obj, &entries(pairs), &[&k])
+    seal::merge(obj, &entries(pairs), seal::Keys::Given(&[&k]))
         .await
         .expect("merge")
+        .object
 }
 
 /// YAML, as the CLI writes it.

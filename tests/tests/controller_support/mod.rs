@@ -92,6 +92,7 @@ pub async fn seal_object(
     )
     .await
     .expect("sealing")
+    .object
 }
 
 /// Adds or replaces entries of `obj` (no decryption).
@@ -102,9 +103,10 @@ pub async fn merge_into(
 ) -> SealedStorageCred {
     let sdk = sdk_config(env, env.kms_endpoint()).await;
     let kms = AwsKms::new(&sdk, env.key_arn()).expect("KMS provider");
-    seal::merge(obj, &entries(pairs), &[&kms])
+    seal::merge(obj, &entries(pairs), seal::Keys::Given(&[&kms]))
         .await
         .expect("merging")
+        .object
 }
 
 /// Server-side applies the object as the test's field manager.
