@@ -1,5 +1,6 @@
 //! Per-environment creation rules from `.sealcred.yaml`, found by walking up
-//! from the file being written (as SOPS finds `.sops.yaml`).
+//! from the file being written, or from the current directory when writing to
+//! stdout (as SOPS finds `.sops.yaml`).
 //!
 //! ```yaml
 //! creation_rules:
