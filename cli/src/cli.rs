@@ -101,9 +101,16 @@ pub enum Command {
     /// Decrypt and check every entry of each file; print no values. Exits
     /// non-zero if any file fails (for CI pipelines).
     Verify {
-        /// Sealed files.
+        /// Sealed files (directories with --recursive).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Walk directories for SealedStorageCred files (*.yaml, *.yml, *.json).
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// How many files to verify at once (their KMS calls overlap; throttled
+        /// calls are retried with backoff).
+        #[arg(long, default_value_t = 8, value_parser = concurrency)]
+        concurrency: usize,
         /// Use only the wrappings by this key id (as `sealcred inspect` shows
         /// it: a key ARN or local:FINGERPRINT); repeatable. A recovery drill:
         /// proves this key alone opens every data key of every file.
@@ -147,6 +154,10 @@ pub struct RotateArgs {
     /// Remove the wrapping by this key id (as `sealcred inspect` shows it). Repeatable.
     #[arg(long = "remove-kms", value_name = "KEY_ID")]
     pub remove_kms: Vec<String>,
+    /// How many files to rotate at once (their KMS calls overlap; throttled
+    /// calls are retried with backoff).
+    #[arg(long, default_value_t = 8, value_parser = concurrency)]
+    pub concurrency: usize,
     #[command(flatten)]
     pub keys: KeyArgs,
 }
@@ -248,6 +259,13 @@ pub struct SealArgs {
     pub keys: KeyArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+fn concurrency(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=256).contains(&n) => Ok(n),
+        _ => Err("expected a number from 1 to 256".into()),
+    }
 }
 
 fn parse_profile(s: &str) -> Result<String, String> {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use futures::StreamExt;
 use sealcred_shared::crd::{Scope, SealedStorageCred, SecretTemplate};
 use sealcred_shared::format::ParsedSpec;
 use sealcred_shared::keyring::{Allowlist, Keyring};
@@ -555,7 +556,17 @@ pub async fn unseal(
 }
 
 /// `sealcred verify`.
-pub async fn verify(files: &[PathBuf], only: &[String], keys: &KeyArgs) -> Result<(), CliError> {
+pub async fn verify(
+    paths: &[PathBuf],
+    recursive: bool,
+    concurrency: usize,
+    only: &[String],
+    keys: &KeyArgs,
+) -> Result<(), CliError> {
+    let files = &collect_files(paths, recursive)?;
+    if files.is_empty() {
+        return Err(CliError::new("no SealedStorageCred files found"));
+    }
     let mut keyring = keys::keyring(keys, &rule_local_keys(files));
     if !only.is_empty() {
         if let Some(bad) = only
@@ -568,25 +579,35 @@ pub async fn verify(files: &[PathBuf], only: &[String], keys: &KeyArgs) -> Resul
         }
         keyring = keyring.with_allowlist(Allowlist::only(only.iter().cloned()));
     }
-    let mut failed = 0;
-    for f in files {
-        let result = match read_sealed(f) {
-            Ok(obj) => seal::open(&obj, &keyring)
+    // Concurrently, at most `concurrency` files at a time; reported in file
+    // order. Each file's plaintext is dropped inside its task: only entry names
+    // leave it.
+    let keyring = &keyring;
+    let mut results = futures::stream::iter(files)
+        .map(|f| async move {
+            let obj = read_sealed(f)?;
+            let opened = seal::open(&obj, keyring)
                 .await
-                .map(|opened| (obj, opened))
-                .map_err(|e| CliError::from(e).in_file(f)),
-            Err(e) => Err(e),
-        };
+                .map_err(|e| CliError::from(e).in_file(f))?;
+            let names: Vec<String> = opened.entries.keys().cloned().collect();
+            drop(opened);
+            Ok::<_, CliError>((seal::duplicate_wrappings(&obj), names))
+        })
+        .buffered(concurrency);
+    let mut failed = 0;
+    let mut i = 0;
+    while let Some(result) = results.next().await {
+        let f = &files[i];
+        i += 1;
         match result {
-            Ok((obj, opened)) => {
-                for (dk, key) in seal::duplicate_wrappings(&obj) {
+            Ok((duplicates, names)) => {
+                for (dk, key) in duplicates {
                     eprintln!(
                         "warning: {}: data key {}… is wrapped twice by {key}: a second key it should have been wrapped by is missing (see docs/rotation.md, \"Repairing duplicate wrappings\")",
                         f.display(),
                         dk.get(..8).unwrap_or("")
                     );
                 }
-                let names: Vec<&str> = opened.entries.keys().map(String::as_str).collect();
                 println!(
                     "ok    {} ({} entries: {})",
                     f.display(),
@@ -619,7 +640,7 @@ fn collect_files(paths: &[PathBuf], recursive: bool) -> Result<Vec<PathBuf>, Cli
         }
         if !recursive {
             return Err(CliError::new(format!(
-                "{} is a directory; pass --recursive to rotate every sealed file in it",
+                "{} is a directory; pass --recursive for every sealed file in it",
                 p.display()
             )));
         }
@@ -739,57 +760,62 @@ pub async fn rotate(args: &RotateArgs) -> Result<(), CliError> {
         );
         b
     });
+    // Files are rotated concurrently (KMS round trips dominate), at most
+    // --concurrency at a time; results are reported in file order. An
+    // interrupt stops new files from starting; every write is atomic.
+    let say = |line: &str| match &bar {
+        Some(b) => b.suspend(|| eprintln!("{line}")),
+        None => eprintln!("{line}"),
+    };
+    let (keyring, add, interrupted) = (&keyring, &add, &interrupted);
+    let mut results = futures::stream::iter(files.iter().zip(&lookups))
+        .map(|(f, lookup)| async move {
+            if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+                return None;
+            }
+            let result = async {
+                let obj = read_sealed(f)?;
+                let out = if rewrap {
+                    seal::rewrap(&obj, keyring, &refs(add), &args.remove_kms).await
+                } else {
+                    match keys_for(keys, lookup, keyring).await? {
+                        Some(p) => seal::rotate(&obj, keyring, seal::Keys::Given(&refs(&p))).await,
+                        None => seal::rotate(&obj, keyring, seal::Keys::Recorded(keyring)).await,
+                    }
+                }
+                .map_err(|e| CliError::from(e).in_file(f))?;
+                let format = if is_json_file(f) {
+                    Format::Json
+                } else {
+                    Format::Yaml
+                };
+                write_atomic(f, render_sealed(&out.object, format)?.as_bytes())?;
+                Ok::<_, CliError>(out.notes)
+            }
+            .await;
+            Some((f, result))
+        })
+        .buffered(args.concurrency);
     let mut failures = 0;
     let mut done = 0;
-    for (f, lookup) in files.iter().zip(&lookups) {
-        if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
-            break;
+    while let Some(r) = results.next().await {
+        let Some((f, result)) = r else { continue };
+        done += 1;
+        match result {
+            Ok(notes) => notes
+                .iter()
+                .for_each(|n| say(&format!("sealcred: note: {}: {n}", f.display()))),
+            Err(e) => {
+                say(&format!("error: {e}"));
+                failures += 1;
+            }
         }
         if let Some(b) = &bar {
             b.set_message(f.display().to_string());
-        }
-        let result = async {
-            let obj = read_sealed(f)?;
-            let out = if rewrap {
-                seal::rewrap(&obj, &keyring, &refs(&add), &args.remove_kms).await
-            } else {
-                match keys_for(keys, lookup, &keyring).await? {
-                    Some(p) => seal::rotate(&obj, &keyring, seal::Keys::Given(&refs(&p))).await,
-                    None => seal::rotate(&obj, &keyring, seal::Keys::Recorded(&keyring)).await,
-                }
-            }
-            .map_err(|e| CliError::from(e).in_file(f))?;
-            let line = out
-                .notes
-                .iter()
-                .map(|n| format!("sealcred: note: {}: {n}", f.display()))
-                .collect::<Vec<_>>();
-            match &bar {
-                Some(b) => b.suspend(|| line.iter().for_each(|l| eprintln!("{l}"))),
-                None => line.iter().for_each(|l| eprintln!("{l}")),
-            }
-            let out = out.object;
-            let format = if is_json_file(f) {
-                Format::Json
-            } else {
-                Format::Yaml
-            };
-            write_atomic(f, render_sealed(&out, format)?.as_bytes())
-        }
-        .await;
-        done += 1;
-        if let Err(e) = result {
-            let line = format!("error: {e}");
-            match &bar {
-                Some(b) => b.suspend(|| eprintln!("{line}")),
-                None => eprintln!("{line}"),
-            }
-            failures += 1;
-        }
-        if let Some(b) = &bar {
             b.inc(1);
         }
     }
+    drop(results);
     if let Some(b) = bar {
         b.finish_and_clear();
     }

@@ -14,17 +14,45 @@ use zeroize::Zeroizing;
 use crate::error::CliError;
 
 /// The entries to seal, by key, with duplicate detection.
+///
+/// Errors about an entry name give its position (flag and index, file and
+/// line), never the name itself: when a user forgets the `KEY=` part, the text
+/// before the first `=` of a value (a base64 `==` padding, say) is taken for the
+/// name, and it is a piece of the secret. Names from a manifest's `data` /
+/// `stringData` maps are structurally names and are shown.
 #[derive(Default)]
-pub struct Entries(pub BTreeMap<String, SecretBytes>);
+pub struct Entries(pub BTreeMap<String, SecretBytes>, BTreeMap<String, String>);
 
 impl Entries {
-    fn add(&mut self, key: &str, value: SecretBytes, from: &str) -> Result<(), CliError> {
-        check_entry_name(key).map_err(|e| CliError::new(format!("{from}: {e}")))?;
-        if self.0.insert(key.to_string(), value).is_some() {
+    fn add(
+        &mut self,
+        key: &str,
+        value: SecretBytes,
+        from: &str,
+        show_key: bool,
+    ) -> Result<(), CliError> {
+        let shown = if show_key {
+            format!(" {key:?}")
+        } else {
+            String::new()
+        };
+        if let Err(e) = check_entry_name(key) {
+            let problem = match e {
+                sealcred_shared::format::FormatError::InvalidName { problem, .. } => problem,
+                _ => "not a valid Secret key",
+            };
+            return Err(
+                CliError::new(format!("{from}: invalid entry name{shown}: {problem}"))
+                    .hint("entries are KEY=VALUE; the key is the part before the first '='"),
+            );
+        }
+        if let Some(first) = self.1.get(key) {
             return Err(CliError::new(format!(
-                "{from}: duplicate key {key:?} (each key may be given once)"
+                "{from}: duplicate key{shown}, first given by {first} (each key may be given once)"
             )));
         }
+        self.1.insert(key.to_string(), from.to_string());
+        self.0.insert(key.to_string(), value);
         Ok(())
     }
 }
@@ -38,9 +66,10 @@ fn split_kv<'a>(arg: &'a str, flag: &str) -> Result<(&'a str, &'a str), CliError
 
 /// `--from-literal KEY=VALUE`.
 pub fn add_literals(entries: &mut Entries, literals: &[String]) -> Result<(), CliError> {
-    for lit in literals {
-        let (k, v) = split_kv(lit, "--from-literal")?;
-        entries.add(k, SecretBytes::copy_from(v.as_bytes()), "--from-literal")?;
+    for (i, lit) in literals.iter().enumerate() {
+        let from = format!("--from-literal #{}", i + 1);
+        let (k, v) = split_kv(lit, &from)?;
+        entries.add(k, SecretBytes::copy_from(v.as_bytes()), &from, false)?;
     }
     Ok(())
 }
@@ -87,7 +116,7 @@ pub fn add_files(entries: &mut Entries, specs: &[String]) -> Result<(), CliError
             for f in files {
                 let k = file_key(&f)?;
                 let v = read_secret_file(&f)?;
-                entries.add(&k, v, &format!("--from-file {}", f.display()))?;
+                entries.add(&k, v, &format!("--from-file {}", f.display()), false)?;
             }
             continue;
         }
@@ -96,7 +125,7 @@ pub fn add_files(entries: &mut Entries, specs: &[String]) -> Result<(), CliError
             None => file_key(&path)?,
         };
         let v = read_secret_file(&path)?;
-        entries.add(&k, v, &format!("--from-file {}", path.display()))?;
+        entries.add(&k, v, &format!("--from-file {}", path.display()), false)?;
     }
     Ok(())
 }
@@ -128,7 +157,12 @@ pub fn add_env_files(entries: &mut Entries, paths: &[PathBuf]) -> Result<(), Cli
             let (k, v) = line
                 .split_once('=')
                 .ok_or_else(|| CliError::new(format!("{from}: expected KEY=VALUE")))?;
-            entries.add(k.trim_end(), SecretBytes::copy_from(v.as_bytes()), &from)?;
+            entries.add(
+                k.trim_end(),
+                SecretBytes::copy_from(v.as_bytes()),
+                &from,
+                false,
+            )?;
         }
     }
     Ok(())
@@ -239,7 +273,7 @@ pub fn read_manifest(path: &Path, entries: &mut Entries) -> Result<ManifestInfo,
     let mut string_keys = std::collections::BTreeSet::new();
     for (k, v) in m.string_data {
         string_keys.insert(k.clone());
-        entries.add(&k, v.0, &format!("{label}: stringData"))?;
+        entries.add(&k, v.0, &format!("{label}: stringData"), true)?;
     }
     for (k, v) in m.data {
         if string_keys.contains(&k) {
@@ -247,7 +281,7 @@ pub fn read_manifest(path: &Path, entries: &mut Entries) -> Result<ManifestInfo,
         }
         let decoded = decode_b64(v.0.expose())
             .ok_or_else(|| CliError::new(format!("{label}: data.{k}: invalid base64")))?;
-        entries.add(&k, decoded, &format!("{label}: data"))?;
+        entries.add(&k, decoded, &format!("{label}: data"), true)?;
     }
     let mut annotations = m.metadata.annotations;
     annotations.remove("kubectl.kubernetes.io/last-applied-configuration");

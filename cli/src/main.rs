@@ -53,9 +53,17 @@ fn run(cli: Cli) -> Result<(), CliError> {
         )),
         Command::Verify {
             files,
+            recursive,
+            concurrency,
             only_key,
             keys,
-        } => rt.block_on(commands::verify(&files, &only_key, &keys)),
+        } => rt.block_on(commands::verify(
+            &files,
+            recursive,
+            concurrency,
+            &only_key,
+            &keys,
+        )),
         Command::Rotate(args) => rt.block_on(commands::rotate(&args)),
         Command::Keygen { output_file } => commands::keygen(output_file.as_deref()),
         Command::Completion { shell } => {

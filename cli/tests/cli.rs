@@ -313,7 +313,66 @@ fn bad_invalid_entry_name() {
         "--from-literal",
         &format!("bad/key={CANARY}"),
     ]);
-    fails(&o, "invalid entry name \"bad/key\"");
+    fails(
+        &o,
+        "--from-literal #1: invalid entry name: Secret keys may contain only",
+    );
+    assert!(!text(&o.stderr).contains("bad/key"));
+}
+
+/// Issue 13.6: a value given without its key (here a base64 string with `=`
+/// padding) must not be echoed as an "entry name": the error names the flag and
+/// its position only.
+#[test]
+fn bad_literal_value_without_key_is_not_echoed() {
+    let env = Env::new();
+    let piece = "Q0FOQVJZLWxpdC9rZXk+";
+    let o = env.run(&[
+        "seal",
+        "--name",
+        "a",
+        "-n",
+        "b",
+        "--from-literal",
+        "ok=1",
+        "--from-literal",
+        &format!("{piece}=="),
+    ]);
+    fails(&o, "--from-literal #2: invalid entry name");
+    assert!(!text(&o.stderr).contains(piece), "{}", text(&o.stderr));
+}
+
+#[test]
+fn bad_env_file_line_is_named_by_position_not_content() {
+    let env = Env::new();
+    let piece = "c2VjcmV0L3BpZWNl+x";
+    let file = env.dir.path().join("creds.env");
+    std::fs::write(&file, format!("# comment\nok=1\n{piece}==\n")).unwrap();
+    let o = env.run(&[
+        "seal",
+        "--name",
+        "a",
+        "-n",
+        "b",
+        "--from-env-file",
+        file.to_str().unwrap(),
+    ]);
+    fails(&o, "creds.env line 3: invalid entry name");
+    assert!(!text(&o.stderr).contains(piece), "{}", text(&o.stderr));
+    // A duplicate is named by both positions, not by the key.
+    let piece = "c2VjcmV0UGllY2U";
+    std::fs::write(&file, format!("{piece}=1\n{piece}=2\n")).unwrap();
+    let o = env.run(&[
+        "seal",
+        "--name",
+        "a",
+        "-n",
+        "b",
+        "--from-env-file",
+        file.to_str().unwrap(),
+    ]);
+    fails(&o, "creds.env line 2: duplicate key, first given by");
+    assert!(!text(&o.stderr).contains(piece), "{}", text(&o.stderr));
 }
 
 #[test]
@@ -330,7 +389,10 @@ fn bad_duplicate_key() {
         "--from-literal",
         "k=2",
     ]);
-    fails(&o, "duplicate key \"k\"");
+    fails(
+        &o,
+        "--from-literal #2: duplicate key, first given by --from-literal #1",
+    );
 }
 
 #[test]

@@ -233,3 +233,67 @@ fn add_and_remove_wrapping_keys_without_touching_values() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("would have no wrapping key left"));
     assert_eq!(read(&env.path("s.yaml")), removed);
 }
+
+/// A batch (verify and rotate over a directory, files in flight concurrently):
+/// each failing file is reported by name, the others are done and reported in
+/// file order, and the run ends non-zero with the count. The failing file is
+/// left as it was.
+#[test]
+fn batches_report_each_failure_in_order_and_count_them() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("repo")).unwrap();
+    let names: Vec<String> = (0..12).map(|i| format!("repo/f{i:02}.yaml")).collect();
+    for n in &names {
+        ok(&env.seal_to(n, &["-n", "ns"]));
+    }
+    // f05: a bit flipped in its only entry's ciphertext.
+    let bad = env.path("repo/f05.yaml");
+    let text = read(&bad);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("ciphertext:") && l.len() > 30)
+        .unwrap()
+        .to_string();
+    let c = line.chars().last().unwrap();
+    let flipped = format!(
+        "{}{}",
+        &line[..line.len() - 1],
+        if c == 'A' { 'B' } else { 'A' }
+    );
+    std::fs::write(&bad, text.replacen(&line, &flipped, 1)).unwrap();
+    let tampered = read(&bad);
+
+    let o = env.run(&["verify", "--recursive", "--concurrency", "4", "repo"]);
+    assert!(!o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let ok_lines: Vec<&str> = out.lines().filter(|l| l.starts_with("ok ")).collect();
+    let want: Vec<String> = names
+        .iter()
+        .filter(|n| !n.ends_with("f05.yaml"))
+        .map(|n| format!("ok    {n} (1 entries: k)"))
+        .collect();
+    assert_eq!(ok_lines, want, "every good file, in file order");
+    assert!(err.contains("error: repo/f05.yaml: "), "{err}");
+    assert!(err.contains("1 of 12 files failed verification"), "{err}");
+
+    let before: Vec<String> = names.iter().map(|n| read(&env.path(n))).collect();
+    let o = env.run(&["rotate", "--recursive", "--concurrency", "4", "repo"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("error: repo/f05.yaml: "), "{err}");
+    assert!(
+        err.contains("rotated 11 of 12 files; 1 failed (left unchanged)"),
+        "{err}"
+    );
+    assert_eq!(read(&bad), tampered);
+    for (n, b) in names.iter().zip(&before) {
+        if !n.ends_with("f05.yaml") {
+            assert_ne!(&read(&env.path(n)), b, "{n} was not rotated");
+            ok(&env.run(&["verify", n]));
+        }
+    }
+    let o = env.run(&["verify", "--concurrency", "0", "repo/f00.yaml"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("expected a number from 1 to 256"));
+}
