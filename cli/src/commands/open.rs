@@ -1,0 +1,180 @@
+//! `sealcred unseal` and `sealcred verify`: the commands that decrypt.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use futures::StreamExt;
+use sealcred_shared::crd::SealedStorageCred;
+use sealcred_shared::keyring::Allowlist;
+use sealcred_shared::seal::{self, Opened};
+use zeroize::Zeroizing;
+
+use super::{collect_files, rule_local_keys};
+use crate::cli::{Format, KeyArgs};
+use crate::error::CliError;
+use crate::io::{read_sealed, write_output};
+use crate::keys;
+
+/// Renders an opened object as a Secret manifest into a zeroizing buffer.
+/// Strings are written as JSON string literals, which YAML also reads.
+fn render_secret(obj: &SealedStorageCred, opened: &Opened, format: Format) -> Zeroizing<String> {
+    let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let cap: usize = opened
+        .entries
+        .iter()
+        .map(|(k, v)| k.len() + v.len().div_ceil(3) * 4 + 16)
+        .sum::<usize>()
+        + 1024;
+    let mut out = Zeroizing::new(String::with_capacity(cap));
+    let ns = obj.metadata.namespace.as_deref();
+    let t = &opened.template;
+    match format {
+        Format::Json => {
+            out.push_str(
+                "{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"Secret\",\n  \"metadata\": {\n",
+            );
+            out.push_str(&format!("    \"name\": {}", q(&opened.secret_name)));
+            if let Some(ns) = ns {
+                out.push_str(&format!(",\n    \"namespace\": {}", q(ns)));
+            }
+            for (field, map) in [("labels", &t.labels), ("annotations", &t.annotations)] {
+                if !map.is_empty() {
+                    let body: Vec<String> = map
+                        .iter()
+                        .map(|(k, v)| format!("{}: {}", q(k), q(v)))
+                        .collect();
+                    out.push_str(&format!(",\n    \"{field}\": {{{}}}", body.join(", ")));
+                }
+            }
+            out.push_str(&format!(
+                "\n  }},\n  \"type\": {},\n  \"data\": {{",
+                q(&t.type_)
+            ));
+            for (i, (k, v)) in opened.entries.iter().enumerate() {
+                out.push_str(if i == 0 { "\n    " } else { ",\n    " });
+                out.push_str(&q(k));
+                out.push_str(": \"");
+                STANDARD.encode_string(v.expose(), &mut out);
+                out.push('"');
+            }
+            out.push_str("\n  }\n}\n");
+        }
+        Format::Yaml => {
+            out.push_str("apiVersion: v1\nkind: Secret\nmetadata:\n");
+            out.push_str(&format!("  name: {}\n", q(&opened.secret_name)));
+            if let Some(ns) = ns {
+                out.push_str(&format!("  namespace: {}\n", q(ns)));
+            }
+            for (field, map) in [("labels", &t.labels), ("annotations", &t.annotations)] {
+                if !map.is_empty() {
+                    out.push_str(&format!("  {field}:\n"));
+                    for (k, v) in map {
+                        out.push_str(&format!("    {}: {}\n", q(k), q(v)));
+                    }
+                }
+            }
+            out.push_str(&format!("type: {}\ndata:\n", q(&t.type_)));
+            for (k, v) in &opened.entries {
+                out.push_str("  ");
+                out.push_str(&q(k));
+                out.push_str(": ");
+                STANDARD.encode_string(v.expose(), &mut out);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// `sealcred unseal`.
+pub async fn unseal(
+    file: &Path,
+    keys: &KeyArgs,
+    format: Format,
+    output: Option<&Path>,
+) -> Result<(), CliError> {
+    let obj = read_sealed(file)?;
+    let keyring = keys::keyring(keys, &rule_local_keys(&[file.to_path_buf()]));
+    let opened = seal::open(&obj, &keyring)
+        .await
+        .map_err(|e| CliError::from(e).in_file(file))?;
+    let text = render_secret(&obj, &opened, format);
+    drop(opened);
+    write_output(output, text.as_bytes())
+}
+
+/// `sealcred verify`.
+pub async fn verify(
+    paths: &[PathBuf],
+    recursive: bool,
+    concurrency: usize,
+    only: &[String],
+    keys: &KeyArgs,
+) -> Result<(), CliError> {
+    let files = &collect_files(paths, recursive)?;
+    if files.is_empty() {
+        return Err(CliError::new("no SealedStorageCred files found"));
+    }
+    let mut keyring = keys::keyring(keys, &rule_local_keys(files));
+    if !only.is_empty() {
+        if let Some(bad) = only
+            .iter()
+            .find(|k| k.ends_with('*') || k.trim().is_empty())
+        {
+            return Err(CliError::new(format!(
+                "--only-key {bad:?}: give a key id exactly as `sealcred inspect` shows it"
+            )));
+        }
+        keyring = keyring.with_allowlist(Allowlist::only(only.iter().cloned()));
+    }
+    // Concurrently, at most `concurrency` files at a time; reported in file
+    // order. Each file's plaintext is dropped inside its task: only entry names
+    // leave it.
+    let keyring = &keyring;
+    let mut results = futures::stream::iter(files)
+        .map(|f| async move {
+            let obj = read_sealed(f)?;
+            let opened = seal::open(&obj, keyring)
+                .await
+                .map_err(|e| CliError::from(e).in_file(f))?;
+            let names: Vec<String> = opened.entries.keys().cloned().collect();
+            drop(opened);
+            Ok::<_, CliError>((seal::duplicate_wrappings(&obj), names))
+        })
+        .buffered(concurrency);
+    let mut failed = 0;
+    let mut i = 0;
+    while let Some(result) = results.next().await {
+        let f = &files[i];
+        i += 1;
+        match result {
+            Ok((duplicates, names)) => {
+                for (dk, key) in duplicates {
+                    eprintln!(
+                        "warning: {}: data key {}… is wrapped twice by {key}: a second key it should have been wrapped by is missing (see docs/rotation.md, \"Repairing duplicate wrappings\")",
+                        f.display(),
+                        dk.get(..8).unwrap_or("")
+                    );
+                }
+                println!(
+                    "ok    {} ({} entries: {})",
+                    f.display(),
+                    names.len(),
+                    names.join(", ")
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(CliError::new(format!(
+            "{failed} of {} files failed verification",
+            files.len()
+        )));
+    }
+    Ok(())
+}
