@@ -88,6 +88,11 @@ pub enum Command {
         /// Output format (`yaml` prints a readable summary).
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Yaml)]
         format: Format,
+        /// For `git diff`: one stable line per entry, key and template field
+        /// (set `diff.sealcred.textconv` to `sealcred inspect --textconv`; see
+        /// docs/git.md). Prints a file that is not sealed as it is.
+        #[arg(long, conflicts_with = "format")]
+        textconv: bool,
     },
     /// Decrypt a sealed file and print the Secret manifest (needs kms:Decrypt).
     Unseal {
@@ -123,6 +128,14 @@ pub enum Command {
     /// keys), or with --add-kms/--remove-kms change only the wrapping keys;
     /// each file is rewritten atomically.
     Rotate(RotateArgs),
+    /// Pre-commit guard: fail on plaintext Secret manifests, and on files under a
+    /// creation rule's path that hold values without being sealed. Prints
+    /// names and positions, never content. See docs/git.md.
+    Check {
+        /// Files or directories (walked, hidden entries skipped).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Create a local key file (mode 0600) for development and offline use.
     Keygen {
         /// Where to write the key (default: ~/.config/sealcred/local.key).

@@ -8,18 +8,162 @@ use sealcred_shared::crd::{GROUP, KIND, SealedStorageCred, VERSION};
 use crate::cli::Format;
 use crate::error::CliError;
 
-/// Reads and parses a sealed object (YAML or JSON). Sealed files hold no
-/// plaintext, so parse errors may be shown in full (without a snippet).
-pub fn read_sealed(path: &Path) -> Result<SealedStorageCred, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+/// A sealed file: one or more SealedStorageCred documents (YAML `---`
+/// separators; a JSON file holds one), each with the comment lines above it.
+pub struct SealedFile {
+    /// The documents, in file order.
+    pub docs: Vec<Doc>,
+    /// Whether the file is JSON (rewritten as JSON).
+    pub json: bool,
+}
+
+/// One document of a sealed file.
+pub struct Doc {
+    /// The object.
+    pub obj: SealedStorageCred,
+    /// Comment and blank lines before it, kept when the file is rewritten.
+    pub leading: String,
+}
+
+impl SealedFile {
+    /// How errors and reports name document `i` of `path`: the path alone for a
+    /// one-document file, else `path (document N)`.
+    pub fn label(&self, path: &Path, i: usize) -> String {
+        if self.docs.len() == 1 {
+            path.display().to_string()
+        } else {
+            format!("{} (document {})", path.display(), i + 1)
+        }
+    }
+
+    /// The file rewritten with `objs` (one per document, in order), keeping
+    /// each document's leading comments.
+    pub fn render(&self, objs: &[SealedStorageCred]) -> Result<String, CliError> {
+        let format = if self.json {
+            Format::Json
+        } else {
+            Format::Yaml
+        };
+        let mut out = String::new();
+        for (i, (doc, obj)) in self.docs.iter().zip(objs).enumerate() {
+            if i > 0 {
+                out.push_str("---\n");
+            }
+            out.push_str(&doc.leading);
+            out.push_str(&render_sealed(obj, format)?);
+        }
+        Ok(out)
+    }
+}
+
+fn read_text(path: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|e| {
         CliError::new(match e.kind() {
             std::io::ErrorKind::NotFound => "no such file".to_string(),
             std::io::ErrorKind::InvalidData => "not valid UTF-8".to_string(),
             _ => e.to_string(),
         })
         .in_file(path)
+    })
+}
+
+/// Reads every SealedStorageCred document of a file (YAML, possibly several
+/// documents, or JSON). Errors name the file, the document and the file line.
+pub fn read_sealed_file(path: &Path) -> Result<SealedFile, CliError> {
+    let text = read_text(path)?;
+    if text.trim_start().starts_with('{') {
+        let obj = parse_sealed(&text).map_err(|e| e.in_file(path))?;
+        return Ok(SealedFile {
+            docs: vec![Doc {
+                obj,
+                leading: String::new(),
+            }],
+            json: true,
+        });
+    }
+    let parts = split_documents(&text);
+    let many = parts.len() > 1;
+    let mut docs = Vec::with_capacity(parts.len());
+    for (i, (first_line, leading, body)) in parts.into_iter().enumerate() {
+        let obj = parse_yaml_at(&body, first_line).map_err(|e| {
+            if many {
+                e.in_file(Path::new(&format!(
+                    "{} (document {})",
+                    path.display(),
+                    i + 1
+                )))
+            } else {
+                e.in_file(path)
+            }
+        })?;
+        docs.push(Doc { obj, leading });
+    }
+    if docs.is_empty() {
+        return Err(CliError::new("empty file: no SealedStorageCred in it").in_file(path));
+    }
+    Ok(SealedFile { docs, json: false })
+}
+
+/// Splits YAML text into documents at `---` lines (and `...` end markers):
+/// `(line of the document's first line, leading comment lines, the rest)`.
+/// Parts holding only comments and blank lines are carried into the next
+/// document's leading comments.
+fn split_documents(text: &str) -> Vec<(usize, String, String)> {
+    let mut out = Vec::new();
+    let mut leading = String::new();
+    let mut body = String::new();
+    let mut start = 1;
+    let mut in_body = false;
+    let flush = |out: &mut Vec<(usize, String, String)>,
+                 leading: &mut String,
+                 body: &mut String,
+                 start: usize| {
+        if !body.trim().is_empty() {
+            out.push((start, std::mem::take(leading), std::mem::take(body)));
+        } else {
+            body.clear();
+        }
+    };
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let bare = line.trim_end();
+        if bare == "---" || bare.starts_with("--- ") || bare == "..." {
+            flush(&mut out, &mut leading, &mut body, start);
+            in_body = false;
+            continue;
+        }
+        if !in_body && (bare.is_empty() || bare.trim_start().starts_with('#')) {
+            leading.push_str(line);
+            if !line.ends_with('\n') {
+                leading.push('\n');
+            }
+            continue;
+        }
+        if !in_body {
+            in_body = true;
+            start = n + 1;
+        }
+        body.push_str(line);
+    }
+    flush(&mut out, &mut leading, &mut body, start);
+    out
+}
+
+fn parse_yaml_at(body: &str, first_line: usize) -> Result<SealedStorageCred, CliError> {
+    let value: serde_json::Value = serde_saphyr::from_str(body).map_err(|e| {
+        let at = e
+            .without_snippet()
+            .location()
+            .map(|l| {
+                format!(
+                    " at line {}, column {}",
+                    l.line() + first_line as u64 - 1,
+                    l.column()
+                )
+            })
+            .unwrap_or_default();
+        CliError::new(format!("malformed YAML{at}"))
     })?;
-    parse_sealed(&text).map_err(|e| e.in_file(path))
+    check_and_convert(value)
 }
 
 /// Parses a sealed object from text.
@@ -36,6 +180,10 @@ pub fn parse_sealed(text: &str) -> Result<SealedStorageCred, CliError> {
             CliError::new(format!("malformed YAML{at}"))
         })?
     };
+    check_and_convert(value)
+}
+
+fn check_and_convert(value: serde_json::Value) -> Result<SealedStorageCred, CliError> {
     let api = value
         .get("apiVersion")
         .and_then(|v| v.as_str())

@@ -44,7 +44,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
         .map_err(|e| CliError::new(format!("cannot start the async runtime: {e}")))?;
     match cli.command {
         Command::Seal(args) => rt.block_on(commands::seal(*args)),
-        Command::Inspect { file, format } => commands::inspect(&file, format),
+        Command::Inspect {
+            file,
+            format,
+            textconv,
+        } => commands::inspect(&file, format, textconv),
         Command::Unseal { file, keys, output } => rt.block_on(commands::unseal(
             &file,
             &keys,
@@ -64,6 +68,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             &only_key,
             &keys,
         )),
+        Command::Check { paths } => commands::check(&paths),
         Command::Rotate(args) => rt.block_on(commands::rotate(&args)),
         Command::Keygen { output_file } => commands::keygen(output_file.as_deref()),
         Command::Completion { shell } => {

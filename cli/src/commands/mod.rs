@@ -1,5 +1,6 @@
 //! The subcommands, one module each; helpers they share live here.
 
+mod check;
 mod inspect;
 mod open;
 mod rotate;
@@ -18,6 +19,7 @@ use crate::error::CliError;
 use crate::keys;
 use crate::rules;
 
+pub use check::check;
 pub use inspect::inspect;
 pub use open::{unseal, verify};
 pub use rotate::rotate;
@@ -83,13 +85,6 @@ fn announce_sealed(obj: &SealedStorageCred) {
     );
 }
 
-fn is_json_file(path: &Path) -> bool {
-    std::fs::read(path)
-        .ok()
-        .and_then(|b| b.iter().find(|c| !c.is_ascii_whitespace()).copied())
-        == Some(b'{')
-}
-
 /// Says on stderr which creation rule applies (SOPS users asked for this).
 fn announce(lookup: &rules::Lookup) {
     if let rules::Lookup::Matched(r) = lookup {
@@ -127,35 +122,39 @@ fn collect_files(paths: &[PathBuf], recursive: bool) -> Result<Vec<PathBuf>, Cli
                 p.display()
             )));
         }
-        let mut stack = vec![p.clone()];
-        while let Some(dir) = stack.pop() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
-                .map_err(|e| CliError::new(format!("{}: {e}", dir.display())))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .collect();
-            entries.sort();
-            for e in entries {
-                let name = e
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                if name.starts_with('.') {
-                    continue;
-                }
-                if e.is_dir() {
-                    stack.push(e);
-                } else if (name.ends_with(".yaml")
-                    || name.ends_with(".yml")
-                    || name.ends_with(".json"))
-                    && std::fs::read_to_string(&e).is_ok_and(|t| t.contains("SealedStorageCred"))
-                {
-                    out.push(e);
-                }
+        out.extend(walk(p)?.into_iter().filter(|e| {
+            let name = e.to_string_lossy();
+            (name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json"))
+                && std::fs::read_to_string(e).is_ok_and(|t| t.contains("SealedStorageCred"))
+        }));
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Every file under `dir`, sorted, skipping hidden files and directories
+/// (`.git`, `.sealcred.yaml`).
+fn walk(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| CliError::new(format!("{}: {e}", dir.display())))?;
+        for e in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            if e.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            {
+                continue;
+            }
+            if e.is_dir() {
+                stack.push(e);
+            } else {
+                out.push(e);
             }
         }
     }
     out.sort();
-    out.dedup();
     Ok(out)
 }
 

@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use super::{collect_files, rule_local_keys};
 use crate::cli::{Format, KeyArgs};
 use crate::error::CliError;
-use crate::io::{read_sealed, write_output};
+use crate::io::{read_sealed_file, write_output};
 use crate::keys;
 
 /// Renders an opened object as a Secret manifest into a zeroizing buffer.
@@ -94,14 +94,44 @@ pub async fn unseal(
     format: Format,
     output: Option<&Path>,
 ) -> Result<(), CliError> {
-    let obj = read_sealed(file)?;
+    let sealed = read_sealed_file(file)?;
     let keyring = keys::keyring(keys, &rule_local_keys(&[file.to_path_buf()]));
-    let opened = seal::open(&obj, &keyring)
-        .await
-        .map_err(|e| CliError::from(e).in_file(file))?;
-    let text = render_secret(&obj, &opened, format);
-    drop(opened);
-    write_output(output, text.as_bytes())
+    // Every document opens before anything is written (one Secret each: YAML
+    // documents, or a JSON `List`).
+    let mut texts = Vec::with_capacity(sealed.docs.len());
+    for (i, doc) in sealed.docs.iter().enumerate() {
+        let opened = seal::open(&doc.obj, &keyring)
+            .await
+            .map_err(|e| CliError::new(format!("{}: {e}", sealed.label(file, i))))?;
+        texts.push(render_secret(&doc.obj, &opened, format));
+    }
+    if texts.len() == 1 {
+        return write_output(output, texts[0].as_bytes());
+    }
+    let cap = texts.iter().map(|t| t.len() + 8).sum::<usize>() + 64;
+    let mut all = Zeroizing::new(String::with_capacity(cap));
+    match format {
+        Format::Json => {
+            all.push_str("{\n\"apiVersion\": \"v1\",\n\"kind\": \"List\",\n\"items\": [\n");
+            for (i, t) in texts.iter().enumerate() {
+                if i > 0 {
+                    all.push_str(",\n");
+                }
+                all.push_str(t.trim_end());
+            }
+            all.push_str("\n]\n}\n");
+        }
+        Format::Yaml => {
+            for (i, t) in texts.iter().enumerate() {
+                if i > 0 {
+                    all.push_str("---\n");
+                }
+                all.push_str(t);
+            }
+        }
+    }
+    drop(texts);
+    write_output(output, all.as_bytes())
 }
 
 /// `sealcred verify`.
@@ -134,41 +164,56 @@ pub async fn verify(
     let keyring = &keyring;
     let mut results = futures::stream::iter(files)
         .map(|f| async move {
-            let obj = read_sealed(f)?;
-            let opened = seal::open(&obj, keyring)
-                .await
-                .map_err(|e| CliError::from(e).in_file(f))?;
-            let names: Vec<String> = opened.entries.keys().cloned().collect();
-            drop(opened);
-            Ok::<_, CliError>((seal::duplicate_wrappings(&obj), names))
+            let sealed = read_sealed_file(f)?;
+            let mut docs = Vec::with_capacity(sealed.docs.len());
+            for (i, doc) in sealed.docs.iter().enumerate() {
+                let label = sealed.label(f, i);
+                let result = match seal::open(&doc.obj, keyring).await {
+                    Ok(opened) => {
+                        let names: Vec<String> = opened.entries.keys().cloned().collect();
+                        drop(opened);
+                        Ok((seal::duplicate_wrappings(&doc.obj), names))
+                    }
+                    Err(e) => Err(CliError::new(format!("{label}: {e}"))),
+                };
+                docs.push((label, result));
+            }
+            Ok::<_, CliError>(docs)
         })
         .buffered(concurrency);
     let mut failed = 0;
-    let mut i = 0;
     while let Some(result) = results.next().await {
-        let f = &files[i];
-        i += 1;
-        match result {
-            Ok((duplicates, names)) => {
-                for (dk, key) in duplicates {
-                    eprintln!(
-                        "warning: {}: data key {}… is wrapped twice by {key}: a second key it should have been wrapped by is missing (see docs/rotation.md, \"Repairing duplicate wrappings\")",
-                        f.display(),
-                        dk.get(..8).unwrap_or("")
-                    );
-                }
-                println!(
-                    "ok    {} ({} entries: {})",
-                    f.display(),
-                    names.len(),
-                    names.join(", ")
-                );
-            }
+        let docs = match result {
+            Ok(d) => d,
             Err(e) => {
                 failed += 1;
                 eprintln!("error: {e}");
+                continue;
+            }
+        };
+        let mut file_failed = false;
+        for (label, result) in docs {
+            match result {
+                Ok((duplicates, names)) => {
+                    for (dk, key) in duplicates {
+                        eprintln!(
+                            "warning: {label}: data key {}… is wrapped twice by {key}: a second key it should have been wrapped by is missing (see docs/rotation.md, \"Repairing duplicate wrappings\")",
+                            dk.get(..8).unwrap_or("")
+                        );
+                    }
+                    println!(
+                        "ok    {label} ({} entries: {})",
+                        names.len(),
+                        names.join(", ")
+                    );
+                }
+                Err(e) => {
+                    file_failed = true;
+                    eprintln!("error: {e}");
+                }
             }
         }
+        failed += usize::from(file_failed);
     }
     if failed > 0 {
         return Err(CliError::new(format!(

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use futures::StreamExt;
 use sealcred_shared::seal;
 
-use super::{collect_files, is_json_file, keys_for, refs};
-use crate::cli::{Format, RotateArgs};
+use super::{collect_files, keys_for, refs};
+use crate::cli::RotateArgs;
 use crate::error::CliError;
-use crate::io::{read_sealed, render_sealed, write_atomic};
+use crate::io::{read_sealed_file, write_atomic};
 use crate::keys;
 use crate::rules;
 
@@ -20,13 +20,18 @@ use crate::rules;
 fn check_remove_kms(files: &[PathBuf], remove: &[String]) -> Result<(), CliError> {
     let mut found = vec![false; remove.len()];
     for f in files {
-        let Ok(obj) = read_sealed(f) else { continue };
-        for (i, k) in remove.iter().enumerate() {
-            found[i] |= obj
-                .spec
-                .data_keys
-                .iter()
-                .any(|d| d.wrappings.iter().any(|w| &w.key_id == k));
+        let Ok(sealed) = read_sealed_file(f) else {
+            continue;
+        };
+        for doc in &sealed.docs {
+            for (i, k) in remove.iter().enumerate() {
+                found[i] |= doc
+                    .obj
+                    .spec
+                    .data_keys
+                    .iter()
+                    .any(|d| d.wrappings.iter().any(|w| &w.key_id == k));
+            }
         }
     }
     let unused: Vec<&str> = remove
@@ -112,23 +117,34 @@ pub async fn rotate(args: &RotateArgs) -> Result<(), CliError> {
                 return None;
             }
             let result = async {
-                let obj = read_sealed(f)?;
-                let out = if rewrap {
-                    seal::rewrap(&obj, keyring, &refs(add), &args.remove_kms).await
+                // Every document of the file, then one atomic write: a file is
+                // rotated whole or not at all.
+                let sealed = read_sealed_file(f)?;
+                let mut objects = Vec::with_capacity(sealed.docs.len());
+                let mut notes = Vec::new();
+                let keys_given = if rewrap {
+                    None
                 } else {
-                    match keys_for(keys, lookup, keyring).await? {
-                        Some(p) => seal::rotate(&obj, keyring, seal::Keys::Given(&refs(&p))).await,
-                        None => seal::rotate(&obj, keyring, seal::Keys::Recorded(keyring)).await,
-                    }
-                }
-                .map_err(|e| CliError::from(e).in_file(f))?;
-                let format = if is_json_file(f) {
-                    Format::Json
-                } else {
-                    Format::Yaml
+                    keys_for(keys, lookup, keyring).await?
                 };
-                write_atomic(f, render_sealed(&out.object, format)?.as_bytes())?;
-                Ok::<_, CliError>(out.notes)
+                for (i, doc) in sealed.docs.iter().enumerate() {
+                    let obj = &doc.obj;
+                    let out = if rewrap {
+                        seal::rewrap(obj, keyring, &refs(add), &args.remove_kms).await
+                    } else {
+                        match &keys_given {
+                            Some(p) => {
+                                seal::rotate(obj, keyring, seal::Keys::Given(&refs(p))).await
+                            }
+                            None => seal::rotate(obj, keyring, seal::Keys::Recorded(keyring)).await,
+                        }
+                    }
+                    .map_err(|e| CliError::new(format!("{}: {e}", sealed.label(f, i))))?;
+                    notes.extend(out.notes);
+                    objects.push(out.object);
+                }
+                write_atomic(f, sealed.render(&objects)?.as_bytes())?;
+                Ok::<_, CliError>(notes)
             }
             .await;
             Some((f, result))

@@ -8,11 +8,11 @@ use sealcred_shared::crd::{Scope, SealedStorageCred, SecretTemplate};
 use sealcred_shared::seal::{self, SealInput};
 use sealcred_shared::secret::SecretBytes;
 
-use super::{announce, announce_sealed, is_json_file, keys_for, print_notes, refs, scope_of};
-use crate::cli::{Format, SealArgs};
+use super::{announce, announce_sealed, keys_for, print_notes, refs, scope_of};
+use crate::cli::SealArgs;
 use crate::error::CliError;
 use crate::input::{self, Entries};
-use crate::io::{read_sealed, render_sealed, write_atomic, write_output};
+use crate::io::{read_sealed_file, render_sealed, write_atomic, write_output};
 use crate::keys;
 use crate::profile;
 use crate::rules;
@@ -48,7 +48,15 @@ pub async fn seal(args: SealArgs) -> Result<(), CliError> {
     let keyring = keys::keyring(&args.keys, &[]);
 
     if let Some(target) = &args.merge_into {
-        let existing = read_sealed(target)?;
+        let file = read_sealed_file(target)?;
+        if file.docs.len() > 1 {
+            return Err(CliError::new(format!(
+                "holds {} documents; --merge-into takes a file with one SealedStorageCred",
+                file.docs.len()
+            ))
+            .in_file(target));
+        }
+        let existing = file.docs[0].obj.clone();
         if args.secret_type.is_some()
             || args.secret_name.is_some()
             || !labels.is_empty()
@@ -118,12 +126,12 @@ pub async fn seal(args: SealArgs) -> Result<(), CliError> {
         announce_sealed(&merged.object);
         let merged = merged.object;
         drop(entries);
-        let format = if args.output.output_file.is_none() && is_json_file(target) {
-            Format::Json
-        } else {
-            args.output.format
+        // In place: the file's format and the comments above the object are
+        // kept. Elsewhere: the format asked for, the comments too.
+        let text = match &args.output.output_file {
+            None => file.render(&[merged])?,
+            Some(_) => file.docs[0].leading.clone() + &render_sealed(&merged, args.output.format)?,
         };
-        let text = render_sealed(&merged, format)?;
         let out = args.output.output_file.as_deref().unwrap_or(target);
         return write_atomic(out, text.as_bytes());
     }
