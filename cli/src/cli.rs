@@ -216,6 +216,11 @@ pub struct SealArgs {
     /// is rewritten in place unless --output-file is given.
     #[arg(long, value_name = "FILE")]
     pub merge_into: Option<PathBuf>,
+    /// Seal every value anew even when the file already holds it: skips the
+    /// Decrypt that compares them (by default an unchanged value, or an
+    /// unchanged --output-file, is left as it is where the user can decrypt).
+    #[arg(long)]
+    pub reseal: bool,
     /// Render the Secret a known consumer reads from typed inputs, instead of
     /// raw keys: flyte-core, flyte-binary, flyte-task-env, aws-env (see docs/flyte.md).
     #[arg(long, value_name = "PROFILE", value_parser = parse_profile, help_heading = "Profiles",

@@ -348,3 +348,96 @@ fn check_refuses_plaintext_secrets_and_unsealed_files_under_a_rule() {
     .unwrap();
     ok(&env.run(&["check", "deploy"]));
 }
+
+/// Issue 17.3: unchanged input gives a byte-identical file where the user can
+/// decrypt; `--reseal` seals anew.
+#[test]
+fn sealing_the_same_input_again_leaves_the_file_byte_identical() {
+    let env = Env::new();
+    env.seal("s.yaml", "creds");
+    let first = env.read("s.yaml");
+    let again = env.run(&[
+        "seal",
+        "--name",
+        "creds",
+        "-n",
+        "flyte",
+        "--from-literal",
+        &format!("secret_key={CANARY}-creds"),
+        "--output-file",
+        "s.yaml",
+    ]);
+    ok(&again);
+    assert!(
+        text(&again.stderr).contains("unchanged"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(env.read("s.yaml"), first);
+    // Another value, another namespace, or --reseal: rewritten.
+    for extra in [
+        vec!["--from-literal", "secret_key=other", "-n", "flyte"],
+        vec![
+            "--from-literal",
+            "secret_key=CANARY-files-91c3-creds",
+            "-n",
+            "other",
+        ],
+        vec![
+            "--from-literal",
+            "secret_key=CANARY-files-91c3-creds",
+            "-n",
+            "flyte",
+            "--reseal",
+        ],
+    ] {
+        env.write("t.yaml", &first);
+        let mut args = vec!["seal", "--name", "creds", "--output-file", "t.yaml"];
+        args.extend(extra.iter().copied());
+        ok(&env.run(&args));
+        assert_ne!(env.read("t.yaml"), first, "{extra:?}");
+    }
+}
+
+#[test]
+fn a_merge_of_identical_values_is_a_no_op() {
+    let env = Env::new();
+    env.seal("s.yaml", "creds");
+    let first = env.read("s.yaml");
+    let same = format!("secret_key={CANARY}-creds");
+    let o = env.run(&["seal", "--merge-into", "s.yaml", "--from-literal", &same]);
+    ok(&o);
+    assert!(text(&o.stderr).contains("unchanged"), "{}", text(&o.stderr));
+    assert_eq!(env.read("s.yaml"), first);
+    // One same, one new: only the new one is sealed; the old entry stays byte-identical.
+    ok(&env.run(&[
+        "seal",
+        "--merge-into",
+        "s.yaml",
+        "--from-literal",
+        &same,
+        "--from-literal",
+        "region=r",
+    ]));
+    let v: serde_json::Value = serde_saphyr::from_str(&env.read("s.yaml")).unwrap();
+    let old: serde_json::Value = serde_saphyr::from_str(&first).unwrap();
+    assert_eq!(
+        v["spec"]["entries"]["secret_key"],
+        old["spec"]["entries"]["secret_key"]
+    );
+    assert_eq!(v["spec"]["dataKeys"].as_array().unwrap().len(), 2);
+    // --reseal re-seals the identical value too.
+    ok(&env.run(&[
+        "seal",
+        "--merge-into",
+        "s.yaml",
+        "--reseal",
+        "--from-literal",
+        &same,
+    ]));
+    let w: serde_json::Value = serde_saphyr::from_str(&env.read("s.yaml")).unwrap();
+    assert_ne!(
+        w["spec"]["entries"]["secret_key"],
+        old["spec"]["entries"]["secret_key"]
+    );
+}

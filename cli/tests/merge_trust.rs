@@ -72,11 +72,16 @@ fn a_wrapping_appended_by_a_git_writer_is_never_sealed_for() {
     assert_eq!(d.read("s.yaml"), tampered, "nothing written");
     assert!(!text(&o.stderr).contains(NEW_VALUE));
 
-    // Keys chosen and binding confirmed: sealed under K1 only.
-    let o = merge(
-        &d,
-        &["--kms", &k1, "-n", "flyte", "--name", "flyte-storage-creds"],
-    );
+    // Keys chosen and binding confirmed: where the user can decrypt, the file is
+    // opened first (to compare values) and the tampering is found.
+    let confirmed = ["--kms", &k1, "-n", "flyte", "--name", "flyte-storage-creds"];
+    let o = merge(&d, &confirmed);
+    fails(&o, "header tag does not verify");
+    assert_eq!(d.read("s.yaml"), tampered, "nothing written");
+    // Without that comparison (--reseal: no Decrypt at all), sealed under K1 only.
+    let mut no_decrypt = confirmed.to_vec();
+    no_decrypt.push("--reseal");
+    let o = merge(&d, &no_decrypt);
     ok(&o);
     let w = d.wrappings("s.yaml");
     assert_eq!(w.last().unwrap(), std::slice::from_ref(&k1), "{w:?}");

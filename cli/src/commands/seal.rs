@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use sealcred_shared::crd::{Scope, SealedStorageCred, SecretTemplate};
+use sealcred_shared::keyring::Keyring;
 use sealcred_shared::seal::{self, SealInput};
 use sealcred_shared::secret::SecretBytes;
 
@@ -48,92 +49,8 @@ pub async fn seal(args: SealArgs) -> Result<(), CliError> {
     let keyring = keys::keyring(&args.keys, &[]);
 
     if let Some(target) = &args.merge_into {
-        let file = read_sealed_file(target)?;
-        if file.docs.len() > 1 {
-            return Err(CliError::new(format!(
-                "holds {} documents; --merge-into takes a file with one SealedStorageCred",
-                file.docs.len()
-            ))
-            .in_file(target));
-        }
-        let existing = file.docs[0].obj.clone();
-        if args.secret_type.is_some()
-            || args.secret_name.is_some()
-            || !labels.is_empty()
-            || !annotations.is_empty()
-            || args
-                .scope
-                .is_some_and(|s| scope_of(s) != existing.spec.scope)
-            || (args.profile.is_some() && args.profile != existing.spec.profile)
-        {
-            return Err(CliError::new(format!(
-                "--merge-into {}: the Secret template and scope cannot change in a merge (they are authenticated under every data key)",
-                target.display()
-            ))
-            .hint("use `sealcred rotate` after editing, or seal a new object"));
-        }
-        for (flag, given, have) in [
-            ("--name", &args.name, &existing.metadata.name),
-            ("--namespace", &args.namespace, &existing.metadata.namespace),
-        ] {
-            if let Some(g) = given
-                && Some(g) != have.as_ref()
-            {
-                return Err(CliError::new(format!(
-                    "--merge-into {}: {flag} {g:?} differs from the file's {:?}",
-                    target.display(),
-                    have.as_deref().unwrap_or("")
-                )));
-            }
-        }
-        let lookup = rules::lookup(args.output.output_file.as_deref().unwrap_or(target))?;
-        announce(&lookup);
-        let rule = match &lookup {
-            rules::Lookup::Matched(r) => Some(r),
-            _ => None,
-        };
-        let confirmed = confirm_binding(target, &existing, &args, rule)?;
-        let given = keys_for(&args.keys, &lookup, &keyring).await?;
-        let in_file = |e: seal::Error| CliError::from(e).in_file(target);
-        if given.is_some() && !confirmed {
-            // Keys were chosen, but nothing the user said confirms the file's
-            // namespace/name/scope: verify them with Decrypt instead.
-            seal::verify_head(&existing, &keyring).await.map_err(|e| match e {
-                seal::Error::Provider(p) => CliError::new(format!(
-                    "{}: cannot confirm the namespace, name and scope this file claims ({}): {}",
-                    target.display(),
-                    claimed_binding(&existing),
-                    p.message
-                ))
-                .hint("pass the ones it should have (-n NAMESPACE --name NAME, and --scope if not strict) to merge without kms:Decrypt"),
-                other => in_file(other),
-            })?;
-        }
-        let merged = match &given {
-            Some(p) => seal::merge(&existing, &entries.0, seal::Keys::Given(&refs(p))).await,
-            None => seal::merge(&existing, &entries.0, seal::Keys::Recorded(&keyring))
-                .await
-                .map_err(|e| match e {
-                    seal::Error::Provider(p) => seal::Error::Input(format!(
-                        "no --kms and no creation rule, so the keys recorded in the file are used, and they must be verified first: {}",
-                        p.message
-                    )),
-                    other => other,
-                }),
-        }
-        .map_err(in_file)?;
-        print_notes(Some(target), &merged.notes);
-        announce_sealed(&merged.object);
-        let merged = merged.object;
-        drop(entries);
-        // In place: the file's format and the comments above the object are
-        // kept. Elsewhere: the format asked for, the comments too.
-        let text = match &args.output.output_file {
-            None => file.render(&[merged])?,
-            Some(_) => file.docs[0].leading.clone() + &render_sealed(&merged, args.output.format)?,
-        };
-        let out = args.output.output_file.as_deref().unwrap_or(target);
-        return write_atomic(out, text.as_bytes());
+        let changing = !labels.is_empty() || !annotations.is_empty();
+        return merge_into(&args, target, entries, changing, &keyring).await;
     }
 
     let lookup = rules::lookup(args.output.output_file.as_deref().unwrap_or(Path::new(".")))?;
@@ -183,12 +100,197 @@ pub async fn seal(args: SealArgs) -> Result<(), CliError> {
     };
     let providers = keys::providers(&key_list, &args.keys, &keyring).await?;
     let sealed = seal::seal(&sealed_input, &refs(&providers)).await?;
+    if let Some(out) = &args.output.output_file
+        && !args.reseal
+        && out.exists()
+        && same_as_file(out, &sealed_input, &sealed.object, &keyring).await
+    {
+        eprintln!(
+            "sealcred: {}: unchanged (same object, values and keys); not rewritten",
+            out.display()
+        );
+        return Ok(());
+    }
     drop(sealed_input);
     print_notes(None, &sealed.notes);
     announce_sealed(&sealed.object);
     let obj = sealed.object;
     let text = render_sealed(&obj, args.output.format)?;
     write_output(args.output.output_file.as_deref(), text.as_bytes())
+}
+
+/// Whether `path` already holds what was just sealed: the same object
+/// (namespace, name, scope, template, profile), the same values (the file is
+/// opened: Decrypt) and the same wrapping keys. Any failure to tell is "no".
+async fn same_as_file(
+    path: &Path,
+    input: &SealInput,
+    new: &SealedStorageCred,
+    keyring: &Keyring,
+) -> bool {
+    let Ok(file) = read_sealed_file(path) else {
+        return false;
+    };
+    let [doc] = &file.docs[..] else {
+        return false;
+    };
+    let old = &doc.obj;
+    let key_ids = |o: &SealedStorageCred| -> Option<std::collections::BTreeSet<String>> {
+        let p = sealcred_shared::format::ParsedSpec::parse(&o.spec).ok()?;
+        Some(
+            p.data_keys[p.head]
+                .wrappings
+                .iter()
+                .map(|w| w.key_id.clone())
+                .collect(),
+        )
+    };
+    if old.metadata.name != new.metadata.name
+        || old.metadata.namespace != new.metadata.namespace
+        || old.spec.scope != new.spec.scope
+        || old.spec.template != new.spec.template
+        || old.spec.profile != new.spec.profile
+        || key_ids(old).is_none()
+        || key_ids(old) != key_ids(new)
+    {
+        return false;
+    }
+    match seal::open(old, keyring).await {
+        Ok(opened) => {
+            opened.entries.len() == input.entries.len()
+                && input.entries.iter().all(|(k, v)| {
+                    opened
+                        .entries
+                        .get(k)
+                        .is_some_and(|o| o.expose() == v.expose())
+                })
+        }
+        Err(_) => false,
+    }
+}
+
+/// `seal --merge-into`: add or replace entries of an existing sealed file.
+async fn merge_into(
+    args: &SealArgs,
+    target: &Path,
+    mut entries: Entries,
+    changing: bool,
+    keyring: &Keyring,
+) -> Result<(), CliError> {
+    let file = read_sealed_file(target)?;
+    if file.docs.len() > 1 {
+        return Err(CliError::new(format!(
+            "holds {} documents; --merge-into takes a file with one SealedStorageCred",
+            file.docs.len()
+        ))
+        .in_file(target));
+    }
+    let existing = file.docs[0].obj.clone();
+    if args.secret_type.is_some()
+        || args.secret_name.is_some()
+        || changing
+        || args
+            .scope
+            .is_some_and(|s| scope_of(s) != existing.spec.scope)
+        || (args.profile.is_some() && args.profile != existing.spec.profile)
+    {
+        return Err(CliError::new(format!(
+            "--merge-into {}: the Secret template and scope cannot change in a merge (they are authenticated under every data key)",
+            target.display()
+        ))
+        .hint("use `sealcred rotate` after editing, or seal a new object"));
+    }
+    for (flag, given, have) in [
+        ("--name", &args.name, &existing.metadata.name),
+        ("--namespace", &args.namespace, &existing.metadata.namespace),
+    ] {
+        if let Some(g) = given
+            && Some(g) != have.as_ref()
+        {
+            return Err(CliError::new(format!(
+                "--merge-into {}: {flag} {g:?} differs from the file's {:?}",
+                target.display(),
+                have.as_deref().unwrap_or("")
+            )));
+        }
+    }
+    let lookup = rules::lookup(args.output.output_file.as_deref().unwrap_or(target))?;
+    announce(&lookup);
+    let rule = match &lookup {
+        rules::Lookup::Matched(r) => Some(r),
+        _ => None,
+    };
+    let confirmed = confirm_binding(target, &existing, args, rule)?;
+    let given = keys_for(&args.keys, &lookup, keyring).await?;
+    let in_file = |e: seal::Error| CliError::from(e).in_file(target);
+    // Stable output: where the user can decrypt, values that are already
+    // sealed as given are not sealed again, and a merge that changes nothing
+    // leaves the file as it is. Opening the file also verifies all of it.
+    let mut verified = false;
+    if !args.reseal {
+        match seal::open(&existing, keyring).await {
+            Ok(opened) => {
+                verified = true;
+                entries.0.retain(|k, v| {
+                    opened
+                        .entries
+                        .get(k)
+                        .is_none_or(|old| old.expose() != v.expose())
+                });
+                if entries.0.is_empty() {
+                    eprintln!(
+                        "sealcred: {}: unchanged (every value given is already sealed as it is); not rewritten",
+                        target.display()
+                    );
+                    return Ok(());
+                }
+            }
+            Err(e @ seal::Error::Provider(_)) => eprintln!(
+                "sealcred: note: {}: cannot decrypt it to compare values ({e}); sealing every value given (--reseal skips this attempt)",
+                target.display()
+            ),
+            Err(e) => return Err(in_file(e)),
+        }
+    }
+    if given.is_some() && !confirmed && !verified {
+        // Keys were chosen, but nothing the user said confirms the file's
+        // namespace/name/scope: verify them with Decrypt instead.
+        seal::verify_head(&existing, keyring).await.map_err(|e| match e {
+            seal::Error::Provider(p) => CliError::new(format!(
+                "{}: cannot confirm the namespace, name and scope this file claims ({}): {}",
+                target.display(),
+                claimed_binding(&existing),
+                p.message
+            ))
+            .hint("pass the ones it should have (-n NAMESPACE --name NAME, and --scope if not strict) to merge without kms:Decrypt"),
+            other => in_file(other),
+        })?;
+    }
+    let merged = match &given {
+        Some(p) => seal::merge(&existing, &entries.0, seal::Keys::Given(&refs(p))).await,
+        None => seal::merge(&existing, &entries.0, seal::Keys::Recorded(keyring))
+            .await
+            .map_err(|e| match e {
+                seal::Error::Provider(p) => seal::Error::Input(format!(
+                    "no --kms and no creation rule, so the keys recorded in the file are used, and they must be verified first: {}",
+                    p.message
+                )),
+                other => other,
+            }),
+    }
+    .map_err(in_file)?;
+    print_notes(Some(target), &merged.notes);
+    announce_sealed(&merged.object);
+    let merged = merged.object;
+    drop(entries);
+    // In place: the file's format and the comments above the object are
+    // kept. Elsewhere: the format asked for, the comments too.
+    let text = match &args.output.output_file {
+        None => file.render(&[merged])?,
+        Some(_) => file.docs[0].leading.clone() + &render_sealed(&merged, args.output.format)?,
+    };
+    let out = args.output.output_file.as_deref().unwrap_or(target);
+    write_atomic(out, text.as_bytes())
 }
 
 /// `namespace/name (scope S)` as the file's metadata claims it (not secret).
