@@ -124,6 +124,14 @@ pub enum Command {
         #[command(flatten)]
         keys: KeyArgs,
     },
+    /// Decrypt into $EDITOR (a private file on tmpfs, wiped on every exit) and
+    /// re-seal only the entries you changed, like `sops edit`.
+    Edit {
+        /// The sealed file (one SealedStorageCred).
+        file: PathBuf,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
     /// Re-encrypt each file under a fresh data key (with --kms, under new
     /// keys), or with --add-kms/--remove-kms change only the wrapping keys;
     /// each file is rewritten atomically.

@@ -168,14 +168,74 @@ pub fn add_env_files(entries: &mut Entries, paths: &[PathBuf]) -> Result<(), Cli
     Ok(())
 }
 
-/// A string deserialized straight into a zeroizing buffer.
+/// A string deserialized straight into a zeroizing buffer. Also takes integer
+/// and boolean scalars (`port: 5432`) as their text, as Kubernetes' stringData
+/// does not but people writing in an editor expect.
 struct SecretString(SecretBytes);
 
 impl<'de> Deserialize<'de> for SecretString {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Ok(SecretString(SecretBytes::from_string(s)))
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = SecretString;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<SecretString, E> {
+                Ok(SecretString(SecretBytes::copy_from(v.as_bytes())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<SecretString, E> {
+                Ok(SecretString(SecretBytes::from_string(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<SecretString, E> {
+                Ok(SecretString(SecretBytes::from_string(v.to_string())))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<SecretString, E> {
+                Ok(SecretString(SecretBytes::from_string(v.to_string())))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<SecretString, E> {
+                Ok(SecretString(SecretBytes::from_string(v.to_string())))
+            }
+        }
+        d.deserialize_any(V)
     }
+}
+
+/// Parses the text `sealcred edit` gave the editor back: a YAML map of entry
+/// name to value. Errors give the line, never the text.
+pub fn parse_edited(text: &SecretBytes) -> Result<BTreeMap<String, SecretBytes>, CliError> {
+    let s = std::str::from_utf8(text.expose())
+        .map_err(|_| CliError::new("the edited text is not valid UTF-8"))?;
+    if s.lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        return Ok(BTreeMap::new());
+    }
+    let map: BTreeMap<String, SecretString> = serde_saphyr::from_str(s).map_err(|e| {
+        let at = e
+            .without_snippet()
+            .location()
+            .map(|l| format!(" at line {}", l.line()))
+            .unwrap_or_default();
+        CliError::new(format!(
+            "the edited text is not a map of `name: value` lines{at} (a value that is a list, a map or a float must be quoted)"
+        ))
+    })?;
+    let mut out = BTreeMap::new();
+    for (i, (k, v)) in map.into_iter().enumerate() {
+        if let Err(e) = check_entry_name(&k) {
+            let problem = match e {
+                sealcred_shared::format::FormatError::InvalidName { problem, .. } => problem,
+                _ => "not a valid Secret key",
+            };
+            return Err(CliError::new(format!(
+                "the edited text: entry {} (in name order) has an invalid name: {problem}",
+                i + 1
+            )));
+        }
+        out.insert(k, v.0);
+    }
+    Ok(out)
 }
 
 #[derive(Deserialize, Default)]

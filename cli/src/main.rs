@@ -69,6 +69,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             &keys,
         )),
         Command::Check { paths } => commands::check(&paths),
+        Command::Edit { file, keys } => rt.block_on(commands::edit(&file, &keys)),
         Command::Rotate(args) => rt.block_on(commands::rotate(&args)),
         Command::Keygen { output_file } => commands::keygen(output_file.as_deref()),
         Command::Completion { shell } => {

@@ -518,7 +518,29 @@ pub async fn rotate(
     keyring: &Keyring,
     keys: Keys<'_>,
 ) -> Result<Sealed, Error> {
-    let opened = open(obj, keyring).await?;
+    rotate_changed(obj, keyring, keys, &BTreeMap::new(), &[]).await
+}
+
+/// [`rotate`] with changed entries: `upserts` added or replaced and `removals`
+/// dropped, every entry then sealed under one fresh data key (removing an
+/// entry needs a new head over the whole entry list, so nothing is kept).
+pub async fn rotate_changed(
+    obj: &SealedStorageCred,
+    keyring: &Keyring,
+    keys: Keys<'_>,
+    upserts: &BTreeMap<String, SecretBytes>,
+    removals: &[String],
+) -> Result<Sealed, Error> {
+    let mut opened = open(obj, keyring).await?;
+    for name in removals {
+        opened.entries.remove(name);
+    }
+    for (name, value) in upserts {
+        opened
+            .entries
+            .insert(name.clone(), SecretBytes::copy_from(value.expose()));
+    }
+    check_entries(&opened.entries)?;
     let mut notes = Vec::new();
     let recorded;
     let providers: Vec<&dyn KeyProvider> = match keys {

@@ -1,6 +1,7 @@
 //! The subcommands, one module each; helpers they share live here.
 
 mod check;
+mod edit;
 mod inspect;
 mod open;
 mod rotate;
@@ -20,6 +21,7 @@ use crate::keys;
 use crate::rules;
 
 pub use check::check;
+pub use edit::edit;
 pub use inspect::inspect;
 pub use open::{unseal, verify};
 pub use rotate::rotate;
