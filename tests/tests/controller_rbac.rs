@@ -34,24 +34,34 @@ async fn runs_with_only_the_shipped_rbac() {
     let docs = shipped_rbac();
     let pp = PatchParams::apply("sealcred-tests").force();
 
-    // The shipped ClusterRole as is; a binding (unique name) to this test's ServiceAccount.
-    let role: ClusterRole = serde_json::from_value(find(&docs, "ClusterRole").clone()).unwrap();
-    let role_name = role.metadata.name.clone().unwrap();
-    Api::<ClusterRole>::all(admin.clone())
-        .patch(&role_name, &pp, &Patch::Apply(&role))
-        .await
-        .unwrap();
-    let mut binding: ClusterRoleBinding =
-        serde_json::from_value(find(&docs, "ClusterRoleBinding").clone()).unwrap();
-    let binding_name = unique_name("sealcred-controller");
-    binding.metadata.name = Some(binding_name.clone());
-    for s in binding.subjects.iter_mut().flatten() {
-        s.namespace = Some(ns.clone());
+    // The shipped ClusterRoles as they are (the core one and the restarts one); each
+    // binding (unique name) to this test's ServiceAccount.
+    let roles: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "ClusterRole").collect();
+    assert_eq!(
+        roles.len(),
+        2,
+        "deploy/rbac.yaml: the core and the restarts ClusterRole"
+    );
+    for doc in docs.iter().filter(|d| d["kind"] == "ClusterRole") {
+        let role: ClusterRole = serde_json::from_value(doc.clone()).unwrap();
+        let role_name = role.metadata.name.clone().unwrap();
+        Api::<ClusterRole>::all(admin.clone())
+            .patch(&role_name, &pp, &Patch::Apply(&role))
+            .await
+            .unwrap();
     }
-    Api::<ClusterRoleBinding>::all(admin.clone())
-        .patch(&binding_name, &pp, &Patch::Apply(&binding))
-        .await
-        .unwrap();
+    for doc in docs.iter().filter(|d| d["kind"] == "ClusterRoleBinding") {
+        let mut binding: ClusterRoleBinding = serde_json::from_value(doc.clone()).unwrap();
+        let binding_name = unique_name(binding.metadata.name.as_deref().unwrap());
+        binding.metadata.name = Some(binding_name.clone());
+        for s in binding.subjects.iter_mut().flatten() {
+            s.namespace = Some(ns.clone());
+        }
+        Api::<ClusterRoleBinding>::all(admin.clone())
+            .patch(&binding_name, &pp, &Patch::Apply(&binding))
+            .await
+            .unwrap();
+    }
     // The leader-election Role and RoleBinding, moved into this test's namespace.
     let mut lrole: Role = serde_json::from_value(find(&docs, "Role").clone()).unwrap();
     lrole.metadata.namespace = Some(ns.clone());

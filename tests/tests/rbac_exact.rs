@@ -198,12 +198,16 @@ fn shipped_docs() -> Vec<Value> {
         .collect()
 }
 
+/// The rules of every `kind` document (deploy/rbac.yaml has two ClusterRoles: the core
+/// one and `sealcred-controller-restarts`, which components/no-restarts drops).
 fn rules_of(docs: &[Value], kind: &str) -> Vec<PolicyRule> {
-    let doc = docs
-        .iter()
-        .find(|d| d["kind"] == kind)
-        .unwrap_or_else(|| panic!("no {kind} in deploy/rbac.yaml"));
-    serde_json::from_value(doc["rules"].clone()).expect("rules")
+    let hits: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
+    assert!(!hits.is_empty(), "no {kind} in deploy/rbac.yaml");
+    hits.iter()
+        .flat_map(|doc| {
+            serde_json::from_value::<Vec<PolicyRule>>(doc["rules"].clone()).expect("rules")
+        })
+        .collect()
 }
 
 fn grants_of(rules: &[PolicyRule]) -> BTreeSet<(String, String, String)> {

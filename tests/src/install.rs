@@ -1,0 +1,343 @@
+//! Install artefacts, for the install tests: helm (built from Go modules by
+//! `tools/helm/build`), the chart rendered with helm, `deploy/` built with kubectl's
+//! kustomize, the controller image (`scripts/image`) and the controller run from it with
+//! buildah.
+//!
+//! Nothing here skips: a missing tool is installed by the script that needs it
+//! (`tools/helm/build` needs Go; `scripts/image` installs buildah with apt-get as root)
+//! or the call panics saying what is missing.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use crate::repo_root;
+
+/// Runs a command, panicking with its stderr unless it succeeds; returns stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = output(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command (stdin closed) and returns its output, whatever the exit status.
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+/// A script's last stdout line (the scripts print their result there, progress on stderr).
+fn script_result(script: &str, args: &[&str]) -> String {
+    let mut cmd = Command::new(repo_root().join(script));
+    cmd.args(args)
+        .current_dir(repo_root())
+        .stderr(Stdio::inherit());
+    let out = run_ok(&mut cmd);
+    out.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_else(|| panic!("{script} printed nothing"))
+        .trim()
+        .to_string()
+}
+
+/// The helm binary: `$SEALCRED_HELM`, else `tools/helm/build` (cached; cold: minutes).
+pub fn helm() -> &'static Path {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| match std::env::var_os("SEALCRED_HELM") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(script_result("tools/helm/build", &[])),
+    })
+}
+
+/// The controller image (`localhost/sealcred-controller:build-<key>`): `$SEALCRED_IMAGE`,
+/// else `scripts/image build` (cached by content; cold: a release build of the controller).
+pub fn image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| match std::env::var("SEALCRED_IMAGE") {
+        Ok(i) if !i.is_empty() => i,
+        _ => script_result("scripts/image", &["build"]),
+    })
+}
+
+/// Parses a multi-document YAML stream into JSON values (empty documents dropped).
+pub fn yaml_docs(text: &str) -> Vec<Value> {
+    let mut docs = Vec::new();
+    let mut cur = String::new();
+    for line in text.lines().chain(std::iter::once("---")) {
+        if line == "---" || line.starts_with("--- ") {
+            if !cur.trim().is_empty() {
+                let v: Value = serde_saphyr::from_str(&cur)
+                    .unwrap_or_else(|e| panic!("YAML document: {e}\n{cur}"));
+                if !v.is_null() {
+                    docs.push(v);
+                }
+            }
+            cur.clear();
+        } else {
+            cur.push_str(line);
+            cur.push('\n');
+        }
+    }
+    docs
+}
+
+/// `helm template RELEASE charts/sealcred --namespace NS` with `values` files (paths
+/// relative to the chart) and `set` flags; `Err(stderr)` if helm fails.
+pub fn helm_template(
+    release: &str,
+    namespace: &str,
+    values: &[&str],
+    set: &[String],
+) -> Result<Vec<Value>, String> {
+    let chart = repo_root().join("charts/sealcred");
+    let mut cmd = Command::new(helm());
+    cmd.args(["template", release])
+        .arg(&chart)
+        .args(["--namespace", namespace]);
+    for v in values {
+        cmd.arg("-f").arg(chart.join(v));
+    }
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    let out = output(&mut cmd);
+    if out.status.success() {
+        Ok(yaml_docs(&String::from_utf8_lossy(&out.stdout)))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// `kubectl kustomize` of deploy/ with `components` (names under deploy/components/),
+/// through a generated overlay in target/ (kustomize refuses a base that contains its
+/// overlay, and absolute paths).
+pub fn kustomize_deploy(components: &[&str]) -> Vec<Value> {
+    let dir = repo_root()
+        .join("target/kustomize")
+        .join(if components.is_empty() {
+            "base".to_string()
+        } else {
+            components.join("+")
+        });
+    std::fs::create_dir_all(&dir).unwrap();
+    let comps: Vec<String> = components
+        .iter()
+        .map(|c| format!("../../../deploy/components/{c}"))
+        .collect();
+    std::fs::write(
+        dir.join("kustomization.yaml"),
+        format!(
+            "# generated by tests/src/install.rs\nresources: [../../../deploy]\ncomponents: [{}]\n",
+            comps.join(", ")
+        ),
+    )
+    .unwrap();
+    let out = run_ok(Command::new("kubectl").arg("kustomize").arg(&dir));
+    yaml_docs(&out)
+}
+
+/// The documents of `kind`.
+pub fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+/// The one document of `kind` named `name`.
+pub fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    let hits: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .collect();
+    assert_eq!(
+        hits.len(),
+        1,
+        "want one {kind} {name}, found {}",
+        hits.len()
+    );
+    hits[0]
+}
+
+/// The controller container's args of the (one) Deployment in `docs`.
+pub fn controller_args(docs: &[Value]) -> Vec<String> {
+    let d = of_kind(docs, "Deployment");
+    assert_eq!(d.len(), 1, "one Deployment");
+    d[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg").to_string())
+        .collect()
+}
+
+/// `kubectl apply --server-side` of `docs` with the admin kubeconfig; `dry_run` asks the
+/// server to validate (admission included) without persisting. `Err(stderr)` if refused.
+pub fn kubectl_apply(kubeconfig: &Path, docs: &[Value], dry_run: bool) -> Result<String, String> {
+    let mut input = String::new();
+    for d in docs {
+        input.push_str("---\n");
+        input.push_str(&serde_json::to_string(d).unwrap());
+        input.push('\n');
+    }
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=sealcred-install-tests",
+            "-f",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if dry_run {
+        cmd.arg("--dry-run=server");
+    }
+    let mut child = cmd.spawn().expect("kubectl");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The bearer token and CA certificate (PEM) of a kubeconfig's current user and cluster.
+pub fn token_and_ca(kubeconfig: &Path) -> (String, Vec<u8>) {
+    use base64::Engine;
+    let text = std::fs::read_to_string(kubeconfig).unwrap();
+    let v: Value = serde_saphyr::from_str(&text).unwrap();
+    let token = v["users"][0]["user"]["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(
+            v["clusters"][0]["cluster"]["certificate-authority-data"]
+                .as_str()
+                .expect("CA"),
+        )
+        .unwrap();
+    (token, ca)
+}
+
+const BUILDAH: [&str; 3] = ["buildah", "--storage-driver", "vfs"];
+
+fn buildah() -> Command {
+    let mut c = Command::new(BUILDAH[0]);
+    c.args(&BUILDAH[1..]);
+    c
+}
+
+/// `buildah inspect --type image IMAGE` (JSON).
+pub fn inspect_image(image: &str) -> Value {
+    let out = run_ok(buildah().args(["inspect", "--type", "image", image]));
+    serde_json::from_str(&out).unwrap()
+}
+
+/// A container made from an image (`buildah from`); removed on drop.
+pub struct Container {
+    /// Its name.
+    pub name: String,
+    /// Its root filesystem on the host (`buildah mount`).
+    pub rootfs: PathBuf,
+}
+
+impl Container {
+    /// `buildah from IMAGE`, mounted.
+    pub fn from_image(image: &str) -> Container {
+        let name = crate::unique_name("sealcred-image-test");
+        run_ok(buildah().args(["from", "--quiet", "--name", &name, image]));
+        let rootfs = PathBuf::from(run_ok(buildah().args(["mount", &name])).trim());
+        Container { name, rootfs }
+    }
+
+    /// `buildah run --isolation chroot` (host network, the image's USER): `volumes` are
+    /// `HOST:CONTAINER:ro` bind mounts, `env` KEY=VALUE, then the command. Output to `log`.
+    pub fn spawn(
+        &self,
+        volumes: &[String],
+        env: &[(String, String)],
+        cmd: &[String],
+        log: &Path,
+    ) -> Child {
+        let mut c = buildah();
+        c.args(["run", "--isolation", "chroot", "--network", "host"]);
+        for v in volumes {
+            c.args(["--volume", v]);
+        }
+        for (k, v) in env {
+            c.args(["--env", &format!("{k}={v}")]);
+        }
+        c.arg(&self.name).arg("--").args(cmd);
+        let f = std::fs::File::create(log).unwrap();
+        c.stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            // Its own process group, so that the controller under buildah is stopped with it.
+            .process_group(0)
+            .spawn()
+            .expect("buildah run")
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = output(buildah().args(["umount", &self.name]));
+        let _ = output(buildah().args(["rm", &self.name]));
+    }
+}
+
+/// Every regular file and directory under `root` as `path mode uid size mtime`, sorted,
+/// minus `skip` (paths relative to `root`, and everything under them).
+pub fn tree_manifest(root: &Path, skip: &[&str]) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(root: &Path, dir: &Path, skip: &[&str], out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if skip
+                .iter()
+                .any(|s| rel == *s || rel.starts_with(&format!("{s}/")))
+            {
+                continue;
+            }
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            out.push(format!(
+                "{rel} {:o} {} {} {}",
+                m.mode(),
+                m.uid(),
+                m.size(),
+                m.mtime()
+            ));
+            if m.is_dir() {
+                walk(root, &p, skip, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, skip, &mut out);
+    out.sort();
+    out
+}
