@@ -14,8 +14,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Parser, Debug)]
 #[command(name = "sealcred", version, about, long_about, max_term_width = 100)]
 pub struct Cli {
-    /// Log level for diagnostics on stderr (error, warn, info, debug, trace).
-    #[arg(long, global = true, env = "SEALCRED_LOG", default_value = "warn")]
+    /// Log level for diagnostics on stderr (error, warn, info, debug, trace, or
+    /// a tracing filter). The default shows sealcred's own warnings only: errors
+    /// are reported once, as the `error:` line.
+    #[arg(
+        long,
+        global = true,
+        env = "SEALCRED_LOG",
+        default_value = "sealcred=warn,sealcred_shared=warn"
+    )]
     pub log_level: String,
 
     #[command(subcommand)]
@@ -121,6 +128,19 @@ pub enum Command {
         /// proves this key alone opens every data key of every file.
         #[arg(long = "only-key", value_name = "KEY_ID")]
         only_key: Vec<String>,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+    /// Compare a sealed file with the live cluster (current kubeconfig
+    /// context): per entry same, different, missing or extra — never a value —
+    /// and the object's Ready condition. Decrypts the file (kms:Decrypt) and
+    /// reads the Secret (get secrets). Exit 0 same, 1 different, 2 error.
+    Diff {
+        /// The sealed file (one SealedStorageCred).
+        file: PathBuf,
+        /// The kubeconfig context to use (default: the current one).
+        #[arg(long)]
+        context: Option<String>,
         #[command(flatten)]
         keys: KeyArgs,
     },

@@ -25,24 +25,44 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // `diff` exits as `kubectl diff` does: 0 same, 1 different, 2 error.
+    let error_code = if matches!(cli.command, Command::Diff { .. }) {
+        2
+    } else {
+        1
+    };
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", e.message);
             if let Some(h) = e.hint {
                 eprintln!("hint: {h}");
             }
-            ExitCode::FAILURE
+            ExitCode::from(error_code)
         }
     }
 }
 
-fn run(cli: Cli) -> Result<(), CliError> {
+fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::new(format!("cannot start the async runtime: {e}")))?;
+    if let Command::Diff {
+        file,
+        context,
+        keys,
+    } = &cli.command
+    {
+        let same = rt.block_on(commands::diff(file, context.as_deref(), keys))?;
+        return Ok(if same {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
     match cli.command {
+        Command::Diff { .. } => unreachable!("handled above"),
         Command::Seal(args) => rt.block_on(commands::seal(*args)),
         Command::Inspect {
             file,
@@ -89,4 +109,5 @@ fn run(cli: Cli) -> Result<(), CliError> {
             io::write_output(None, &out)
         }
     }
+    .map(|()| ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! The subcommands, one module each; helpers they share live here.
 
 mod check;
+mod diff;
 mod edit;
 mod inspect;
 mod open;
@@ -21,6 +22,7 @@ use crate::keys;
 use crate::rules;
 
 pub use check::check;
+pub use diff::diff;
 pub use edit::edit;
 pub use inspect::inspect;
 pub use open::{unseal, verify};
