@@ -210,12 +210,6 @@ fn o(v: &Option<String>) -> &[u8] {
     v.as_deref().unwrap_or_default().as_bytes()
 }
 
-fn plain_http(endpoint: &Option<String>) -> bool {
-    endpoint
-        .as_deref()
-        .is_some_and(|e| e.starts_with("http://"))
-}
-
 /// flyte-core: flytestdlib's storage config (`storage.Config`, `ConnectionConfig`).
 fn render_flyte_core(i: &Inputs) -> BTreeMap<String, SecretBytes> {
     let mut d = Doc::new();
@@ -228,10 +222,15 @@ fn render_flyte_core(i: &Inputs) -> BTreeMap<String, SecretBytes> {
     if i.endpoint.is_some() {
         d.line("    endpoint", o(&i.endpoint));
     }
-    if plain_http(&i.endpoint) {
-        d.raw("    disable-ssl: true\n");
-    }
+    // This file replaces the chart's whole storage.yaml: the chart's defaults
+    // for what it would have written besides the connection are rendered too
+    // (flyte-core values.yaml: storage.enableMultiContainer false,
+    // storage.limits.maxDownloadMBs 10, storage.cache maxSizeMBs 0 /
+    // targetGCPercent 70). No disable-ssl: the endpoint always carries its
+    // scheme, and an explicit http:// already means plain HTTP to the S3 client.
+    d.raw("  enable-multicontainer: false\n");
     d.raw("  limits:\n    maxDownloadMBs: 10\n");
+    d.raw("  cache:\n    max_size_mbs: 0\n    target_gc_percent: 70\n");
     BTreeMap::from([("storage.yaml".to_string(), d.done())])
 }
 
@@ -248,9 +247,11 @@ fn render_flyte_binary(i: &Inputs) -> BTreeMap<String, SecretBytes> {
     if i.endpoint.is_some() {
         d.line("      endpoint", o(&i.endpoint));
     }
-    if plain_http(&i.endpoint) {
-        d.raw("      disable_ssl: true\n");
-    }
+    // Every stow config value is a string (a map of strings: a YAML boolean
+    // would arrive as "1" and be ignored); no disable_ssl, as for flyte-core.
+    // The same download limit as flyte-core renders (flytestdlib's own default
+    // is 2 MB).
+    d.raw("  limits:\n    maxDownloadMBs: 10\n");
     BTreeMap::from([("200-sealcred-storage.yaml".to_string(), d.done())])
 }
 

@@ -35,6 +35,7 @@ const FLYTESTDLIB_CONNECTION: &[&str] = &[
     "disable-ssl",
 ];
 const FLYTESTDLIB_LIMITS: &[&str] = &["maxDownloadMBs"];
+const FLYTESTDLIB_CACHE: &[&str] = &["max_size_mbs", "target_gc_percent"];
 const FLYTESTDLIB_STOW: &[&str] = &["kind", "config"];
 /// flyteorg/stow s3 config keys (s3/config.go constants).
 const STOW_S3: &[&str] = &[
@@ -170,7 +171,14 @@ fn flyte_core_renders_storage_yaml_with_flytestdlib_fields() {
     assert_eq!(c["secret-key"], SECRET);
     assert_eq!(c["region"], "eu-west-1");
     assert_eq!(c["endpoint"], "http://minio.flyte.svc:9000");
-    assert_eq!(c["disable-ssl"], true);
+    // The scheme decides; a disable-ssl flag would be redundant (and mistyped
+    // once it reaches stow's map of strings).
+    assert!(c.get("disable-ssl").is_none(), "{c}");
+    // The chart's own defaults for the rest of the file it no longer writes.
+    subset(&keys(&st["cache"]), FLYTESTDLIB_CACHE, "storage.cache");
+    assert_eq!(st["enable-multicontainer"], false);
+    assert_eq!(st["limits"]["maxDownloadMBs"], 10);
+    assert_eq!(st["cache"]["target_gc_percent"], 70);
 }
 
 #[test]
@@ -193,6 +201,20 @@ fn flyte_binary_renders_stow_config() {
     assert_eq!(st["stow"]["config"]["access_key_id"], KEY_ID);
     assert_eq!(st["stow"]["config"]["secret_key"], SECRET);
     assert!(st["stow"]["config"].get("endpoint").is_none());
+    assert_eq!(
+        st["limits"]["maxDownloadMBs"], 10,
+        "the same limit as flyte-core"
+    );
+    // With an http endpoint too, every stow config value is a YAML string.
+    let data = env.round_trip(
+        "flyte-binary",
+        &[TYPED, &["--endpoint", "http://minio.flyte.svc:9000"]].concat(),
+    );
+    let doc: serde_json::Value =
+        serde_saphyr::from_str(&data["200-sealcred-storage.yaml"]).unwrap();
+    let config = doc["storage"]["stow"]["config"].as_object().unwrap();
+    assert!(config.values().all(|v| v.is_string()), "{config:?}");
+    assert!(config.get("disable_ssl").is_none());
 }
 
 #[test]
