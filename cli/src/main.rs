@@ -6,6 +6,7 @@ mod error;
 mod input;
 mod io;
 mod keys;
+mod logging;
 mod profile;
 mod rules;
 
@@ -19,10 +20,7 @@ use crate::error::CliError;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log_level)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(logging::filter(&cli.log_level))
         .with_writer(std::io::stderr)
         .init();
     match run(cli) {
