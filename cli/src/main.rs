@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod error;
 mod input;
+mod invocation;
 mod io;
 mod keys;
 mod logging;
@@ -12,13 +13,13 @@ mod rules;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 
 use crate::cli::{Cli, Command};
 use crate::error::CliError;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = invocation::parse();
     tracing_subscriber::fmt()
         .with_env_filter(logging::filter(&cli.log_level))
         .with_writer(std::io::stderr)
