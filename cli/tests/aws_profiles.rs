@@ -229,14 +229,16 @@ source_profile = dev
 /// The SDK's cache file for SSO session `corp`: ~/.aws/sso/cache/SHA1("corp").json.
 const CORP_CACHE: &str = "ee0bfd2552fbd840c02cc48b6e823320543c450f.json";
 
-/// One line naming `profile` and saying to log in to the profile that holds
-/// the SSO settings (`login`).
-fn assert_sso_login_error(out: &Output, profile: &str, login: &str) {
+/// One line naming `profile`, saying to log in to the profile that holds the
+/// SSO settings (`login`), with the SDK's SSO provider's own cause (`cause`:
+/// the provider really ran; without aws-config's `sso` feature it does not).
+fn assert_sso_login_error(out: &Output, profile: &str, login: &str, cause: &str) {
     let err = text(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert_eq!(err.lines().count(), 1, "not one line: {err}");
     assert!(err.starts_with("error: "), "{err}");
     assert!(err.contains(&format!("profile `{profile}`")), "{err}");
+    assert!(err.contains(cause), "expected the SDK's cause {cause:?}: {err}");
     assert!(
         err.contains(&format!("run `aws sso login --profile {login}`")),
         "{err}"
@@ -249,9 +251,15 @@ fn sso_profile_without_a_cached_session_says_to_run_aws_sso_login() {
     write_config(home.path(), SSO_CONFIG);
     // Nothing listens on the discard port: the CLI must fail before any call.
     let key = "arn:aws:kms:us-east-1:111122223333:key/k";
-    for (profile, login) in [("dev", "dev"), ("legacy", "legacy"), ("deploy", "dev")] {
+    let no_token = "failed to load the cached SSO token";
+    let no_file = ".aws/sso/cache/";
+    for (profile, login, cause) in [
+        ("dev", "dev", no_token),
+        ("legacy", "legacy", no_file),
+        ("deploy", "dev", no_token),
+    ] {
         let out = seal(home.path(), profile, "http://127.0.0.1:9", key);
-        assert_sso_login_error(&out, profile, login);
+        assert_sso_login_error(&out, profile, login, cause);
         assert!(!home.path().join("s.yaml").exists());
     }
 
@@ -264,6 +272,6 @@ fn sso_profile_without_a_cached_session_says_to_run_aws_sso_login() {
     )
     .unwrap();
     let out = seal(home.path(), "dev", "http://127.0.0.1:9", key);
-    assert_sso_login_error(&out, "dev", "dev");
+    assert_sso_login_error(&out, "dev", "dev", "the SSO token has expired");
     assert!(!text(&out.stderr).contains("expired-test-token"));
 }
