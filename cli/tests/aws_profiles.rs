@@ -238,7 +238,10 @@ fn assert_sso_login_error(out: &Output, profile: &str, login: &str, cause: &str)
     assert_eq!(err.lines().count(), 1, "not one line: {err}");
     assert!(err.starts_with("error: "), "{err}");
     assert!(err.contains(&format!("profile `{profile}`")), "{err}");
-    assert!(err.contains(cause), "expected the SDK's cause {cause:?}: {err}");
+    assert!(
+        err.contains(cause),
+        "expected the SDK's cause {cause:?}: {err}"
+    );
     assert!(
         err.contains(&format!("run `aws sso login --profile {login}`")),
         "{err}"
