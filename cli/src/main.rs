@@ -4,25 +4,24 @@ mod cli;
 mod commands;
 mod error;
 mod input;
+mod invocation;
 mod io;
 mod keys;
+mod logging;
 mod profile;
 mod rules;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 
 use crate::cli::{Cli, Command};
 use crate::error::CliError;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = invocation::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log_level)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(logging::filter(&cli.log_level))
         .with_writer(std::io::stderr)
         .init();
     // `diff` exits as `kubectl diff` does: 0 same, 1 different, 2 error.

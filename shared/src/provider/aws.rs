@@ -1,7 +1,9 @@
 //! The AWS KMS provider: every call sealcred makes to AWS KMS is in this file.
 //!
-//! Configuration is the standard AWS chain (env, shared profile / `AWS_PROFILE`,
-//! web identity / IRSA, ECS and EKS pod identity), the region from
+//! Configuration is the standard AWS chain (env, shared profile / `AWS_PROFILE`
+//! with `credential_process`, IAM Identity Center, `aws login`, `role_arn` and
+//! `source_profile`; web identity / IRSA, ECS and EKS pod identity; failures
+//! explained by [`super::aws_credentials`]), the region from
 //! `AWS_REGION` (or the key ARN), and endpoint overrides from
 //! `AWS_ENDPOINT_URL_KMS` / `AWS_ENDPOINT_URL`.
 //!
@@ -41,7 +43,7 @@ pub async fn load_sdk_config() -> SdkConfig {
     if std::env::var_os("AWS_MAX_ATTEMPTS").is_none() {
         loader = loader.retry_config(RetryConfig::standard().with_max_attempts(3));
     }
-    loader.load().await
+    super::aws_credentials::explain_failures(loader.load().await)
 }
 
 /// The region inside a KMS key ARN (`arn:aws:kms:REGION:ACCOUNT:key/ID`).
@@ -210,6 +212,16 @@ impl AwsKms {
         R: std::fmt::Debug,
     {
         let region = &self.region;
+        if let Some(why) =
+            std::error::Error::source(&err).and_then(super::aws_credentials::failure_in)
+        {
+            // Kept `Unavailable` (as every dispatch failure was): for the
+            // controller a web identity / STS failure may pass.
+            return ProviderError::new(
+                ProviderErrorKind::Unavailable,
+                format!("AWS KMS {op} with key {key} in {region} failed: {why}"),
+            );
+        }
         let (kind, detail) = match &err {
             SdkError::ServiceError(s) => {
                 let e = s.err();

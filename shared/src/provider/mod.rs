@@ -6,6 +6,7 @@
 //! grep for `generate_data_key` and `unwrap` to find every KMS call.
 
 pub mod aws;
+pub mod aws_credentials;
 pub mod http;
 pub mod local;
 
