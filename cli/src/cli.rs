@@ -15,14 +15,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "sealcred", version, about, long_about, max_term_width = 100)]
 pub struct Cli {
     /// Log level for diagnostics on stderr (error, warn, info, debug, trace, or
-    /// a tracing filter). The default shows sealcred's own warnings only: errors
-    /// are reported once, as the `error:` line.
-    #[arg(
-        long,
-        global = true,
-        env = "SEALCRED_LOG",
-        default_value = "sealcred=warn,sealcred_shared=warn"
-    )]
+    /// a tracing filter). At the default, `warn`, only sealcred's own warnings
+    /// are shown: a failure is reported once, as the `error:` line.
+    #[arg(long, global = true, env = "SEALCRED_LOG", default_value = "warn")]
     pub log_level: String,
 
     #[command(subcommand)]

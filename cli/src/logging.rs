@@ -2,14 +2,15 @@
 
 use tracing_subscriber::EnvFilter;
 
-/// The filter for `--log-level LEVEL`. At the default level (`warn`), the
-/// AWS SDK's credential-chain warnings are left out: aws-config logs each
-/// provider that fails at WARN, with multi-line debug dumps of its error,
-/// and sealcred's one-line error already says which profile failed and what
-/// to do. Any other level, or a filter naming `aws_config`, is taken as given.
+/// The filter for `--log-level LEVEL`. At the default level (`warn`), only
+/// sealcred's own crates log: the libraries' warnings and errors are left out
+/// (aws-config logs each credential provider that fails at WARN, with
+/// multi-line debug dumps; kube-client logs a failed connection at ERROR), and
+/// sealcred's one-line error already says what failed and what to do. Any
+/// other level or filter is taken as given.
 pub fn filter(level: &str) -> EnvFilter {
     let spec = if level == "warn" {
-        "warn,aws_config=error"
+        "sealcred=warn,sealcred_shared=warn"
     } else {
         level
     };
@@ -21,10 +22,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_level_quiets_only_aws_config() {
+    fn default_level_is_sealcred_only() {
         let default = filter("warn").to_string();
         assert!(
-            default.contains("aws_config=error") && default.contains("warn"),
+            default.contains("sealcred=warn")
+                && default.contains("sealcred_shared=warn")
+                && !default.contains("aws_config"),
             "{default}"
         );
         assert_eq!(filter("debug").to_string(), "debug");
