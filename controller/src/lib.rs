@@ -1,7 +1,13 @@
 //! sealcred's Kubernetes controller: turns `SealedStorageCred` objects into Secrets.
 //!
 //! Modules:
-//! - [`controller`]: the one `reconcile`, the one `error_policy`, and [`controller::run`].
+//! - [`run`]: [`run::run`] (the watches, caches, leader loop and `Controller` wiring) and
+//!   [`run::State`], what the HTTP server and the tests see of it.
+//! - [`reconcile`]: the one `reconcile` and the one `error_policy`.
+//! - [`materialize`]: the Secret an object becomes (ownership, the write, digests).
+//! - [`status`]: the Ready condition (server-side apply) and Events of an object.
+//! - [`context`]: what `reconcile` needs, and its memory between reconciles.
+//! - [`annotations`]: the labels and annotations the controller reads and writes.
 //! - [`events`]: Events, with series and a small bounded cache.
 //! - [`options`]: the command-line flags (also used by the tests to configure a run).
 //! - [`metrics`]: Prometheus metrics (prometheus-client).
@@ -14,28 +20,20 @@
 //! moment a Secret is written; see `docs/operations.md`.
 #![deny(missing_docs)]
 
-pub mod controller;
+pub mod annotations;
+pub mod context;
 pub mod events;
 pub mod harden;
 pub mod http;
 pub mod leader;
+pub mod materialize;
 pub mod metrics;
 pub mod options;
+pub mod reconcile;
 pub mod restart;
-
-/// Lowercase hex (the digests the controller writes into annotations).
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A background task that is aborted when this handle is dropped.
-pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+pub mod run;
+pub mod status;
+mod support;
 
 /// Field manager of every server-side apply the controller makes.
 pub const FIELD_MANAGER: &str = "sealcred-controller";
