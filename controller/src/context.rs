@@ -30,25 +30,33 @@ pub struct Context {
     pub(crate) workloads: Option<Workloads>,
     /// Our own Secret writes, to drop their echo on the Secret watch.
     pub(crate) own_writes: Arc<OwnWrites>,
+    /// `--secret-types`: the Secret types the controller may write.
+    pub(crate) secret_types: Vec<String>,
     pub(crate) resync: Duration,
     pub(crate) max_backoff: Duration,
 }
 
 /// The resourceVersions of the Secrets this process has just written, keyed by
-/// `namespace/name`. The Secret watch drops an event that only echoes one of them
-/// (same resourceVersion), so our own write does not trigger a second reconcile of
-/// its owner; any other change (an edit, a deletion) has another resourceVersion and
+/// `namespace/name` (a few per Secret: creating or adopting one takes up to three
+/// writes). The Secret watch drops an event that only echoes one of them (same
+/// resourceVersion), so our own write does not trigger a second reconcile of its
+/// owner; any other change (an edit, a deletion) has another resourceVersion and
 /// still triggers one. An entry lives from the write until its echo arrives.
 #[derive(Default)]
-pub(crate) struct OwnWrites(Mutex<HashMap<String, String>>);
+pub(crate) struct OwnWrites(Mutex<HashMap<String, Vec<String>>>);
+
+/// resourceVersions remembered per Secret (the oldest is forgotten first).
+const OWN_WRITES_PER_SECRET: usize = 4;
 
 impl OwnWrites {
     pub(crate) fn record(&self, namespace: &str, name: &str, resource_version: Option<String>) {
         if let Some(rv) = resource_version {
-            self.0
-                .lock()
-                .unwrap()
-                .insert(format!("{namespace}/{name}"), rv);
+            let mut writes = self.0.lock().unwrap();
+            let rvs = writes.entry(format!("{namespace}/{name}")).or_default();
+            if rvs.len() == OWN_WRITES_PER_SECRET {
+                rvs.remove(0);
+            }
+            rvs.push(rv);
         }
     }
 
@@ -60,14 +68,20 @@ impl OwnWrites {
             meta.name.as_deref().unwrap_or_default()
         );
         let mut writes = self.0.lock().unwrap();
-        if writes
-            .get(&key)
-            .is_some_and(|rv| meta.resource_version.as_ref() == Some(rv))
-        {
+        let Some(rvs) = writes.get_mut(&key) else {
+            return false;
+        };
+        let Some(i) = rvs
+            .iter()
+            .position(|rv| meta.resource_version.as_ref() == Some(rv))
+        else {
+            return false;
+        };
+        rvs.remove(i);
+        if rvs.is_empty() {
             writes.remove(&key);
-            return true;
         }
-        false
+        true
     }
 }
 
@@ -96,6 +110,15 @@ mod tests {
             !w.is_echo(&meta("7")),
             "once: a relist of the same version triggers"
         );
+        assert!(w.0.lock().unwrap().is_empty());
+        // A create, its apply and the managedFields patch: three echoes, each dropped once.
+        for rv in ["10", "11", "12"] {
+            w.record("n", "s", Some(rv.into()));
+        }
+        assert!(w.is_echo(&meta("11")));
+        assert!(w.is_echo(&meta("10")));
+        assert!(!w.is_echo(&meta("13")));
+        assert!(w.is_echo(&meta("12")));
         assert!(w.0.lock().unwrap().is_empty());
     }
 }

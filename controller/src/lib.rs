@@ -4,7 +4,8 @@
 //! - [`run`]: [`run::run`] (the watches, caches, leader loop and `Controller` wiring) and
 //!   [`run::State`], what the HTTP server and the tests see of it.
 //! - [`reconcile`]: the one `reconcile` and the one `error_policy`.
-//! - [`materialize`]: the Secret an object becomes (ownership, the write, digests).
+//! - [`materialize`]: the Secret an object becomes (type check, digests, when to write).
+//! - [`write`]: ownership, and the Secret write under the precondition that was checked.
 //! - [`status`]: the Ready condition (server-side apply) and Events of an object.
 //! - [`context`]: what `reconcile` needs, and its memory between reconciles.
 //! - [`annotations`]: the labels and annotations the controller reads and writes.
@@ -34,6 +35,7 @@ pub mod restart;
 pub mod run;
 pub mod status;
 mod support;
+pub mod write;
 
 /// Field manager of every server-side apply the controller makes.
 pub const FIELD_MANAGER: &str = "sealcred-controller";
@@ -50,6 +52,11 @@ pub enum Error {
     /// A Secret with the target name exists and is not ours to take over.
     #[error("{0}")]
     SecretConflict(String),
+    /// The template asks for a Secret type not on `--secret-types`.
+    #[error(
+        "Secret type {0:?} is not allowed by this controller (its --secret-types); no Secret was written"
+    )]
+    SecretTypeNotAllowed(String),
     /// The object cannot be acted upon (missing name, namespace or uid).
     #[error("invalid object: {0}")]
     InvalidObject(String),
@@ -78,6 +85,7 @@ impl Error {
         match self {
             Error::Unseal(e) => e.reason(),
             Error::SecretConflict(_) => "SecretConflict",
+            Error::SecretTypeNotAllowed(_) => "SecretTypeNotAllowed",
             Error::InvalidObject(_) => "InvalidSpec",
             Error::Kube(_) => "KubeError",
             Error::CrdMissing(_) => "CrdMissing",

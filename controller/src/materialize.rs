@@ -2,9 +2,13 @@
 //!
 //! For each `SealedStorageCred` the controller materialises one Secret, written with
 //! server-side apply (field manager [`crate::FIELD_MANAGER`]) and a controller
-//! ownerReference. What it will not do:
+//! ownerReference, under the precondition that was checked ([`crate::write`]). What
+//! it will not do:
+//! - write a Secret type not on `--secret-types`: Ready=False, SecretTypeNotAllowed,
+//!   before any KMS call;
 //! - take over a Secret it does not own (unless the Secret opts in with the
-//!   annotation `sealcred.io/adopt: "true"`): Ready=False, reason SecretConflict;
+//!   annotation `sealcred.io/adopt: "true"`), even one created while KMS is being
+//!   called: Ready=False, reason SecretConflict;
 //! - delete or empty a Secret when unsealing fails: the last good Secret stays;
 //! - call KMS when nothing changed: the Secret carries `sealcred.io/spec-digest`
 //!   (SHA-256 of the sealed spec and the object's namespace/name — ciphertext only),
@@ -22,24 +26,24 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, ObjectMeta};
 use kube::{Resource, ResourceExt};
 use sealcred_shared::crd::SealedStorageCred;
+use sealcred_shared::format::ParsedSpec;
 use sealcred_shared::seal;
 use sealcred_shared::secret::SecretBytes;
 use sha2::{Digest, Sha256};
 use tracing::info;
 use zeroize::Zeroize;
 
-use crate::annotations::{
-    ADOPT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_DIGEST_ANNOTATION,
-};
+use crate::annotations::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_DIGEST_ANNOTATION};
 use crate::context::Context;
 use crate::support::hex;
-use crate::{Error, FIELD_MANAGER, Result};
+use crate::write::{Checked, write};
+use crate::{Error, Result};
 
 /// A Secret whose data is wiped when dropped.
-struct Wiped(Secret);
+pub(crate) struct Wiped(pub(crate) Secret);
 
 impl Drop for Wiped {
     fn drop(&mut self) {
@@ -83,30 +87,6 @@ pub(crate) fn data_digest<'a>(entries: impl Iterator<Item = (&'a String, &'a [u8
     h.finalize().into()
 }
 
-enum Ownership {
-    Ours,
-    Unowned { adopt: bool },
-    OtherController(String),
-}
-
-fn ownership(secret: &Secret, uid: &str) -> Ownership {
-    let refs = secret.metadata.owner_references.as_deref().unwrap_or(&[]);
-    if let Some(c) = refs.iter().find(|r| r.controller == Some(true)) {
-        return if c.uid == uid {
-            Ownership::Ours
-        } else {
-            Ownership::OtherController(format!("{} {}", c.kind, c.name))
-        };
-    }
-    let adopt = secret
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ADOPT_ANNOTATION))
-        .is_some_and(|v| v == "true");
-    Ownership::Unowned { adopt }
-}
-
 fn secret_labels(obj: &SealedStorageCred) -> BTreeMap<String, String> {
     let mut labels = obj.spec.template.labels.clone();
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
@@ -140,6 +120,18 @@ fn up_to_date(secret: &Secret, obj: &SealedStorageCred, digest: &str) -> bool {
         )
 }
 
+/// Refuses, before any KMS or API call, a template type not on `--secret-types`
+/// (after the structural checks, so a malformed object still reports InvalidSpec).
+fn check_type(obj: &SealedStorageCred, ctx: &Context) -> Result<()> {
+    ParsedSpec::parse(&obj.spec).map_err(|e| Error::Unseal(e.into()))?;
+    let t = &obj.spec.template.type_;
+    if ctx.secret_types.iter().any(|a| a == t) {
+        Ok(())
+    } else {
+        Err(Error::SecretTypeNotAllowed(t.clone()))
+    }
+}
+
 /// What a successful reconciliation did.
 #[derive(Clone, Copy)]
 pub(crate) enum Outcome {
@@ -160,6 +152,7 @@ pub(crate) async fn sync_secret(
     uid: &str,
     secret_name: &str,
 ) -> Result<Outcome> {
+    check_type(obj, ctx)?;
     let digest = spec_digest(obj, namespace);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let existing = secrets
@@ -167,35 +160,21 @@ pub(crate) async fn sync_secret(
         .await
         .map_err(Error::Kube)?
         .map(Wiped);
-    if let Some(existing) = &existing {
-        match ownership(&existing.0, uid) {
-            Ownership::Ours | Ownership::Unowned { adopt: true } => {}
-            Ownership::Unowned { adopt: false } => {
-                return Err(Error::SecretConflict(format!(
-                    "Secret {secret_name} exists and is not owned by this SealedStorageCred; it was left untouched (annotate it {ADOPT_ANNOTATION}=\"true\" to let the controller take it over)"
-                )));
+    let checked = Checked::of(existing.as_ref().map(|e| &e.0), uid, secret_name)?;
+    if let (Some(existing), Checked::Owned(_)) = (&existing, &checked)
+        && up_to_date(&existing.0, obj, &digest)
+    {
+        let data = existing.0.data.as_ref();
+        let now = data_digest(data.into_iter().flatten().map(|(k, v)| (k, v.0.as_slice())));
+        let mut digests = ctx.data_digests.lock().unwrap();
+        match digests.get(uid) {
+            Some(known) if *known == now => return Ok(Outcome::Unchanged),
+            // First sight since start: trust the spec digest (no KMS call).
+            None => {
+                digests.insert(uid.to_string(), now);
+                return Ok(Outcome::Unchanged);
             }
-            Ownership::OtherController(owner) => {
-                return Err(Error::SecretConflict(format!(
-                    "Secret {secret_name} is controlled by {owner}; it was left untouched"
-                )));
-            }
-        }
-        if matches!(ownership(&existing.0, uid), Ownership::Ours)
-            && up_to_date(&existing.0, obj, &digest)
-        {
-            let data = existing.0.data.as_ref();
-            let now = data_digest(data.into_iter().flatten().map(|(k, v)| (k, v.0.as_slice())));
-            let mut digests = ctx.data_digests.lock().unwrap();
-            match digests.get(uid) {
-                Some(known) if *known == now => return Ok(Outcome::Unchanged),
-                // First sight since start: trust the spec digest (no KMS call).
-                None => {
-                    digests.insert(uid.to_string(), now);
-                    return Ok(Outcome::Unchanged);
-                }
-                Some(_) => info!("the Secret's data was changed outside the controller; restoring"),
-            }
+            Some(_) => info!("the Secret's data was changed outside the controller; restoring"),
         }
     }
     let before = existing.as_ref().map(|e| {
@@ -221,7 +200,7 @@ pub(crate) async fn sync_secret(
         .iter()
         .map(|(k, v)| (k.clone(), ByteString(v.expose().to_vec())))
         .collect();
-    let desired = Wiped(Secret {
+    let mut desired = Wiped(Secret {
         metadata: ObjectMeta {
             name: Some(secret_name.to_string()),
             namespace: Some(namespace.to_string()),
@@ -235,21 +214,9 @@ pub(crate) async fn sync_secret(
         ..Secret::default()
     });
     drop(opened);
-    let result = secrets
-        .patch(
-            secret_name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&desired.0),
-        )
-        .await;
+    let result = write(&secrets, &mut desired, checked, uid, &ctx.own_writes).await;
     drop(desired);
-    let written = result.map_err(Error::Kube).map(Wiped)?;
-    ctx.own_writes.record(
-        namespace,
-        secret_name,
-        written.0.metadata.resource_version.clone(),
-    );
-    drop(written);
+    result?;
     ctx.data_digests
         .lock()
         .unwrap()

@@ -107,8 +107,10 @@ fn build_keyring(
     if allow.is_empty() {
         warn!("no --kms-allow and no --local-key: every object will fail with InvalidSpec");
     }
-    let mut keyring = Keyring::new(Allowlist::only(allow), opts.local_key.clone())
-        .with_observer(metrics.kms_observer());
+    let allow =
+        Allowlist::checked(allow).map_err(|e| Error::Config(format!("--kms-allow: {e}")))?;
+    let mut keyring =
+        Keyring::new(allow, opts.local_key.clone()).with_observer(metrics.kms_observer());
     if let Some(sdk) = sdk {
         keyring = keyring.with_sdk_config(sdk);
     }
@@ -244,6 +246,11 @@ pub async fn run(
             .workload_restarts
             .then(|| Workloads::start(&client, opts.namespace.as_deref())),
         own_writes: Arc::new(OwnWrites::default()),
+        secret_types: opts
+            .secret_types
+            .iter()
+            .map(|t| t.trim().to_string())
+            .collect(),
         resync: Duration::from_secs(opts.resync_secs.max(1)),
         max_backoff: Duration::from_secs(opts.max_backoff_secs.max(1)),
     });
@@ -293,7 +300,16 @@ pub async fn run(
             _ = stopped(lost) => {}
         }
     };
-    info!(namespace = ?opts.namespace, selector = ?opts.selector, concurrency = opts.concurrency, "controller started");
+    if ctx
+        .secret_types
+        .iter()
+        .any(|t| t == "kubernetes.io/service-account-token")
+    {
+        warn!(
+            "--secret-types allows kubernetes.io/service-account-token: anyone who can create a SealedStorageCred can have the API server mint a token for any ServiceAccount of its namespace"
+        );
+    }
+    info!(namespace = ?opts.namespace, selector = ?opts.selector, concurrency = opts.concurrency, secret_types = ?ctx.secret_types, "controller started");
     controller
         .graceful_shutdown_on(trigger)
         .run(reconcile, error_policy, ctx)

@@ -63,10 +63,24 @@ const CALLS: &[Call] = &[
         grants: &[("", "secrets", "get")],
     },
     Call {
-        file: "materialize.rs",
+        file: "write.rs",
+        call: ".create(",
+        what: "create the Secret when none existed (create-only: fails if one appeared meanwhile)",
+        grants: &[("", "secrets", "create")],
+    },
+    Call {
+        file: "write.rs",
         call: ".patch(",
-        what: "server-side apply of the Secret (an apply that creates is authorized as create)",
+        what: "server-side apply of the Secret with the checked resourceVersion (an apply that \
+               creates, after a deletion meanwhile, is authorized as create), and the merge \
+               patch that leaves the apply the only manager after a create or an adoption",
         grants: &[("", "secrets", "patch"), ("", "secrets", "create")],
+    },
+    Call {
+        file: "write.rs",
+        call: ".get_opt(",
+        what: "read the Secret again after a failed precondition (ownership re-check)",
+        grants: &[("", "secrets", "get")],
     },
     Call {
         file: "status.rs",
