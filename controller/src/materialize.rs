@@ -120,16 +120,17 @@ fn up_to_date(secret: &Secret, obj: &SealedStorageCred, digest: &str) -> bool {
         )
 }
 
-/// Refuses, before any KMS or API call, a template type not on `--secret-types`
-/// (after the structural checks, so a malformed object still reports InvalidSpec).
+/// Refuses, before any KMS or API call, a template type not on `--secret-types`.
+/// A malformed object still reports its structural error (InvalidSpec) first; the
+/// structural checks run here only for a refused type (an allowed one is checked
+/// by `seal::open`, when and if KMS is needed).
 fn check_type(obj: &SealedStorageCred, ctx: &Context) -> Result<()> {
-    ParsedSpec::parse(&obj.spec).map_err(|e| Error::Unseal(e.into()))?;
     let t = &obj.spec.template.type_;
     if ctx.secret_types.iter().any(|a| a == t) {
-        Ok(())
-    } else {
-        Err(Error::SecretTypeNotAllowed(t.clone()))
+        return Ok(());
     }
+    ParsedSpec::parse(&obj.spec).map_err(|e| Error::Unseal(e.into()))?;
+    Err(Error::SecretTypeNotAllowed(t.clone()))
 }
 
 /// What a successful reconciliation did.
