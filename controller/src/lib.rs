@@ -1,7 +1,14 @@
 //! sealcred's Kubernetes controller: turns `SealedStorageCred` objects into Secrets.
 //!
 //! Modules:
-//! - [`controller`]: the one `reconcile`, the one `error_policy`, and [`controller::run`].
+//! - [`run`]: [`run::run`] (the watches, caches, leader loop and `Controller` wiring) and
+//!   [`run::State`], what the HTTP server and the tests see of it.
+//! - [`reconcile`]: the one `reconcile` and the one `error_policy`.
+//! - [`materialize`]: the Secret an object becomes (type check, digests, when to write).
+//! - [`write`]: ownership, and the Secret write under the precondition that was checked.
+//! - [`status`]: the Ready condition (server-side apply) and Events of an object.
+//! - [`context`]: what `reconcile` needs, and its memory between reconciles.
+//! - [`annotations`]: the labels and annotations the controller reads and writes.
 //! - [`events`]: Events, with series and a small bounded cache.
 //! - [`options`]: the command-line flags (also used by the tests to configure a run).
 //! - [`metrics`]: Prometheus metrics (prometheus-client).
@@ -14,28 +21,21 @@
 //! moment a Secret is written; see `docs/operations.md`.
 #![deny(missing_docs)]
 
-pub mod controller;
+pub mod annotations;
+pub mod context;
 pub mod events;
 pub mod harden;
 pub mod http;
 pub mod leader;
+pub mod materialize;
 pub mod metrics;
 pub mod options;
+pub mod reconcile;
 pub mod restart;
-
-/// Lowercase hex (the digests the controller writes into annotations).
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A background task that is aborted when this handle is dropped.
-pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+pub mod run;
+pub mod status;
+mod support;
+pub mod write;
 
 /// Field manager of every server-side apply the controller makes.
 pub const FIELD_MANAGER: &str = "sealcred-controller";
@@ -52,6 +52,11 @@ pub enum Error {
     /// A Secret with the target name exists and is not ours to take over.
     #[error("{0}")]
     SecretConflict(String),
+    /// The template asks for a Secret type not on `--secret-types`.
+    #[error(
+        "Secret type {0:?} is not allowed by this controller (its --secret-types); no Secret was written"
+    )]
+    SecretTypeNotAllowed(String),
     /// The object cannot be acted upon (missing name, namespace or uid).
     #[error("invalid object: {0}")]
     InvalidObject(String),
@@ -80,6 +85,7 @@ impl Error {
         match self {
             Error::Unseal(e) => e.reason(),
             Error::SecretConflict(_) => "SecretConflict",
+            Error::SecretTypeNotAllowed(_) => "SecretTypeNotAllowed",
             Error::InvalidObject(_) => "InvalidSpec",
             Error::Kube(_) => "KubeError",
             Error::CrdMissing(_) => "CrdMissing",

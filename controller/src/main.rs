@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 use kube::CustomResourceExt;
-use sealcred_controller::controller::{self, State};
 use sealcred_controller::metrics::Metrics;
 use sealcred_controller::options::{Cli, Command};
+use sealcred_controller::run::{State, run as run_controller};
 use sealcred_controller::{Error, harden, http};
 use sealcred_shared::crd::SealedStorageCred;
 use tokio::sync::watch;
@@ -79,7 +79,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         }
         None => None,
     };
-    let result = controller::run(opts, client, None, state, stop_rx).await;
+    let result = run_controller(opts, client, None, state, stop_rx).await;
     if let Some(server) = server {
         server.abort();
     }

@@ -6,6 +6,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand};
+use sealcred_shared::keyring::Allowlist;
+
+/// The default of `--secret-types`: types that hold only the data they are given.
+/// The API server acts on some other types: `kubernetes.io/service-account-token`
+/// (it mints a non-expiring token for the ServiceAccount an annotation names),
+/// `bootstrap.kubernetes.io/token` (node join credentials, in kube-system); and tools
+/// trust their own (`helm.sh/release.v1`: Helm's release records). Add a type only
+/// if every tenant who can create a SealedStorageCred may create such a Secret.
+pub const DEFAULT_SECRET_TYPES: &str = "Opaque,kubernetes.io/basic-auth,kubernetes.io/tls,kubernetes.io/dockerconfigjson,kubernetes.io/ssh-auth";
 
 /// The `sealcred-controller` command line.
 #[derive(Parser, Debug, Clone)]
@@ -113,6 +122,20 @@ pub struct Options {
     )]
     pub kms_endpoints: Vec<String>,
 
+    /// Secret types the controller may write (comma-separated in
+    /// SEALCRED_SECRET_TYPES). An object whose template asks for another type
+    /// fails with SecretTypeNotAllowed before any KMS call, and no Secret is
+    /// written. `kubernetes.io/service-account-token` is left out on purpose: the
+    /// API server would mint a token for whichever ServiceAccount the template's
+    /// annotation names.
+    #[arg(
+        long = "secret-types",
+        env = "SEALCRED_SECRET_TYPES",
+        value_delimiter = ',',
+        default_value = DEFAULT_SECRET_TYPES
+    )]
+    pub secret_types: Vec<String>,
+
     /// Roll Deployments, StatefulSets and DaemonSets annotated
     /// `sealcred.io/restart-on-change` when a Secret they name changes
     /// (needs get/list/patch on them; `false` needs no such RBAC).
@@ -186,8 +209,22 @@ impl Options {
         Ok(out)
     }
 
+    /// The `--kms-allow` entries as a checked [`Allowlist`]: a `*` may only end an
+    /// entry, right after `/` or `:` (`arn:aws:kms:eu-west-1:1111*` would also allow
+    /// account 11112222…).
+    pub fn allowlist(&self) -> Result<Allowlist, crate::Error> {
+        Allowlist::checked(self.kms_allow.iter().cloned())
+            .map_err(|e| crate::Error::Config(format!("--kms-allow: {e}")))
+    }
+
     /// Checks flag combinations.
     pub fn validate(&self) -> Result<(), crate::Error> {
+        self.allowlist()?;
+        if self.secret_types.iter().any(|t| t.trim().is_empty()) {
+            return Err(crate::Error::Config(
+                "--secret-types: an empty entry (use Opaque for the default type)".into(),
+            ));
+        }
         if self.concurrency == 0 {
             return Err(crate::Error::Config(
                 "--concurrency must be at least 1".into(),
@@ -226,7 +263,26 @@ mod tests {
         assert_eq!(o.namespace.as_deref(), Some("ns1"));
         assert_eq!(o.concurrency, 2);
         assert!(o.workload_restarts);
+        assert_eq!(
+            o.secret_types,
+            [
+                "Opaque",
+                "kubernetes.io/basic-auth",
+                "kubernetes.io/tls",
+                "kubernetes.io/dockerconfigjson",
+                "kubernetes.io/ssh-auth"
+            ]
+        );
         o.validate().unwrap();
+    }
+
+    #[test]
+    fn secret_types_parse() {
+        let o = Options::parse_from(["x", "--secret-types", "Opaque,example.com/x"]).unwrap();
+        assert_eq!(o.secret_types, ["Opaque", "example.com/x"]);
+        o.validate().unwrap();
+        let o = Options::parse_from(["x", "--secret-types", "Opaque,"]).unwrap();
+        assert!(o.validate().is_err());
     }
 
     #[test]
@@ -257,5 +313,22 @@ mod tests {
         ])
         .unwrap();
         assert!(o.validate().is_err());
+    }
+
+    #[test]
+    fn over_matching_kms_allow_is_refused() {
+        let o = Options::parse_from([
+            "x",
+            "--kms-allow",
+            "arn:aws:kms:eu-west-1:111122223333:key/*",
+            "--kms-allow",
+            "arn:aws:kms:eu-west-1:1111*",
+        ])
+        .unwrap();
+        let e = o.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("--kms-allow") && e.contains("\"arn:aws:kms:eu-west-1:1111*\""),
+            "{e}"
+        );
     }
 }

@@ -41,10 +41,10 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use crate::controller::strip_for_cache;
 use crate::events::Publisher;
 use crate::metrics::Metrics;
-use crate::{AbortOnDrop, Error, FIELD_MANAGER, Result, hex};
+use crate::support::{AbortOnDrop, hex, strip_for_cache};
+use crate::{Error, FIELD_MANAGER, Result};
 
 /// Annotation on a workload: the Secrets (comma-separated) whose change rolls it.
 pub const RESTART_ON_CHANGE_ANNOTATION: &str = "sealcred.io/restart-on-change";

@@ -18,6 +18,22 @@ pub const VERSION: &str = "v1alpha1";
 /// Kind of the custom resource.
 pub const KIND: &str = "SealedStorageCred";
 
+/// Most wrappings one data key may have (checked by the CRD schema and by
+/// [`crate::format::ParsedSpec::parse`]). Each allowed wrapping can cost one KMS
+/// call when the ones before it fail. A data key is wrapped by the keys named when
+/// it was sealed plus those `rotate --add-kms` adds: a few regions and a recovery
+/// key in another account are 3 to 5; 8 leaves room for a migration between two
+/// such sets.
+pub const MAX_WRAPPINGS: usize = 8;
+
+/// Most data keys one object may have (CRD schema and
+/// [`crate::format::ParsedSpec::parse`]). Each is one unwrap per reconcile. Every
+/// `seal --merge-into` adds one, and keeps the older ones that still hold an entry
+/// (`rotate` re-seals into one): 32 is 31 merges of new entries without a rotate.
+/// With [`MAX_WRAPPINGS`], one reconcile makes at most 8 × 32 = 256 KMS calls
+/// (it stops at the first data key that no wrapping opens).
+pub const MAX_DATA_KEYS: usize = 32;
+
 /// A git-safe, sealed Kubernetes Secret.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
@@ -48,7 +64,8 @@ pub struct SealedStorageCredSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
     /// Data keys: each wrapped by one or more KMS keys, each with its header tag.
-    #[schemars(length(min = 1))]
+    /// At most 32 (`MAX_DATA_KEYS`).
+    #[schemars(length(min = 1, max = MAX_DATA_KEYS))]
     pub data_keys: Vec<SealedDataKey>,
     /// The encrypted values, by Secret key name (sorted).
     pub entries: BTreeMap<String, SealedEntry>,
@@ -129,8 +146,9 @@ pub struct SealedDataKey {
     /// Ids of the data keys that existed when this one was merged in.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub supersedes: Vec<String>,
-    /// The data key wrapped by each KMS key; any one suffices to unseal.
-    #[schemars(length(min = 1))]
+    /// The data key wrapped by each KMS key; any one suffices to unseal. At most 8
+    /// (`MAX_WRAPPINGS`).
+    #[schemars(length(min = 1, max = MAX_WRAPPINGS))]
     pub wrappings: Vec<Wrapping>,
     /// HMAC-SHA256 over the canonical header, 32 bytes, base64.
     pub header_tag: String,
@@ -231,5 +249,17 @@ mod tests {
             .collect();
         assert_eq!(cols, ["Ready", "Reason", "Secret", "Scope", "Age"]);
         assert!(v.subresources.as_ref().unwrap().status.is_some());
+    }
+
+    #[test]
+    fn crd_caps_data_keys_and_wrappings() {
+        let crd = serde_json::to_value(SealedStorageCred::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let dks = &spec["properties"]["dataKeys"];
+        assert_eq!(dks["maxItems"], MAX_DATA_KEYS);
+        assert_eq!(
+            dks["items"]["properties"]["wrappings"]["maxItems"],
+            MAX_WRAPPINGS
+        );
     }
 }

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::crd::{Scope, SealedStorageCredSpec, SecretTemplate};
+use crate::crd::{MAX_DATA_KEYS, MAX_WRAPPINGS, Scope, SealedStorageCredSpec, SecretTemplate};
 
 /// The only format version this implementation reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -330,10 +330,35 @@ pub fn check_object_name(what: &'static str, name: &str) -> Result<(), FormatErr
     }
 }
 
+/// Checks the caps that bound the KMS calls one object can cause: at most
+/// [`MAX_DATA_KEYS`] data keys, and at most [`MAX_WRAPPINGS`] wrappings per data
+/// key (the CRD schema has the same `maxItems`). [`ParsedSpec::parse`] calls it
+/// first; a writer should call it on what it is about to write.
+pub fn check_limits(spec: &SealedStorageCredSpec) -> Result<(), FormatError> {
+    if spec.data_keys.len() > MAX_DATA_KEYS {
+        return Err(FormatError::BadField {
+            field: "dataKeys".into(),
+            problem: format!(
+                "{} data keys, at most {MAX_DATA_KEYS} (each merge adds one; `sealcred rotate` re-seals into one)",
+                spec.data_keys.len()
+            ),
+        });
+    }
+    for (i, dk) in spec.data_keys.iter().enumerate() {
+        if dk.wrappings.len() > MAX_WRAPPINGS {
+            return Err(FormatError::BadField {
+                field: format!("dataKeys[{i}].wrappings"),
+                problem: format!("{} wrappings, at most {MAX_WRAPPINGS}", dk.wrappings.len()),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl ParsedSpec {
     /// Checks everything that can be checked without a key (the "structural
-    /// checks" of docs/FORMAT.md), in order: version, suite, fields, names,
-    /// references and the supersede rule.
+    /// checks" of docs/FORMAT.md), in order: version, suite, the caps
+    /// ([`check_limits`]), fields, names, references and the supersede rule.
     pub fn parse(spec: &SealedStorageCredSpec) -> Result<ParsedSpec, FormatError> {
         if spec.format_version != FORMAT_VERSION {
             return Err(FormatError::UnsupportedVersion(spec.format_version));
@@ -341,6 +366,7 @@ impl ParsedSpec {
         if !SUITES.contains(&spec.suite.as_str()) {
             return Err(FormatError::UnknownSuite(spec.suite.clone()));
         }
+        check_limits(spec)?;
         if let Some(name) = &spec.template.name {
             check_object_name("template name", name)?;
         }
@@ -696,6 +722,51 @@ mod tests {
             Binding::new(Scope::Strict, Some("flyte"), None),
             Err(FormatError::MissingMetadata { field: "name", .. })
         ));
+    }
+
+    #[test]
+    fn caps_on_data_keys_and_wrappings() {
+        use crate::crd::{SealedDataKey, Wrapping};
+        let dk = |wrappings: usize| SealedDataKey {
+            id: String::new(),
+            commitment: String::new(),
+            names: Vec::new(),
+            supersedes: Vec::new(),
+            wrappings: vec![
+                Wrapping {
+                    key_id: "local:0000000000000000".into(),
+                    ciphertext: String::new(),
+                };
+                wrappings
+            ],
+            header_tag: String::new(),
+            state_tag: None,
+            sealed_at: None,
+        };
+        let spec = |dks: usize, wrappings: usize| SealedStorageCredSpec {
+            format_version: FORMAT_VERSION,
+            suite: SUITE_V1.into(),
+            scope: Scope::Strict,
+            template: SecretTemplate::default(),
+            profile: None,
+            data_keys: (0..dks).map(|_| dk(wrappings)).collect(),
+            entries: BTreeMap::new(),
+        };
+        check_limits(&spec(MAX_DATA_KEYS, MAX_WRAPPINGS)).unwrap();
+        let e = check_limits(&spec(MAX_DATA_KEYS + 1, 1)).unwrap_err();
+        assert!(
+            matches!(&e, FormatError::BadField { field, .. } if field == "dataKeys"),
+            "{e}"
+        );
+        let mut s = spec(3, 1);
+        s.data_keys[2] = dk(MAX_WRAPPINGS + 1);
+        let e = check_limits(&s).unwrap_err();
+        assert!(
+            matches!(&e, FormatError::BadField { field, .. } if field == "dataKeys[2].wrappings"),
+            "{e}"
+        );
+        // parse refuses it before looking at any other field.
+        assert_eq!(ParsedSpec::parse(&s).unwrap_err(), e);
     }
 
     #[test]

@@ -29,7 +29,46 @@ pub struct Allowlist {
     entries: Option<Vec<String>>,
 }
 
+/// An allowlist entry whose `*` would match more than its author meant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "allowlist entry {entry:?}: {problem}; a '*' may only end an entry, right after '/' or ':' (e.g. arn:aws:kms:eu-west-1:111122223333:key/*)"
+)]
+pub struct AllowlistError {
+    /// The entry as given (an operator's configuration, never a secret).
+    pub entry: String,
+    /// What is wrong with it.
+    pub problem: &'static str,
+}
+
 impl Allowlist {
+    /// Allows only the listed ids / prefixes, after checking that every `*`
+    /// ends its entry right after `/` or `:`. A prefix cut inside a field
+    /// over-matches: `arn:aws:kms:eu-west-1:1111*` also allows account
+    /// `11112222…`, and `…:key/ab*` any key id starting with `ab`. A bare `*`
+    /// (every key) is refused too.
+    pub fn checked(entries: impl IntoIterator<Item = String>) -> Result<Self, AllowlistError> {
+        let list = Allowlist::only(entries);
+        for e in list.entries.iter().flatten() {
+            let bad = |problem| {
+                Err(AllowlistError {
+                    entry: e.clone(),
+                    problem,
+                })
+            };
+            match e.find('*') {
+                None => {}
+                Some(i) if i + 1 != e.len() => return bad("'*' is not at the end"),
+                Some(0) => return bad("a bare '*' would allow every key"),
+                Some(i) if !matches!(e.as_bytes()[i - 1], b'/' | b':') => {
+                    return bad("'*' does not come right after '/' or ':'");
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(list)
+    }
+
     /// Allows every key (the CLI's default: the user chose the file).
     pub fn any() -> Self {
         Allowlist { entries: None }
@@ -330,5 +369,44 @@ mod tests {
         assert!(!a.allows("local:abce"));
         assert!(Allowlist::any().allows("anything"));
         assert!(!Allowlist::only(Vec::new()).allows("x"));
+    }
+
+    #[test]
+    fn checked_allowlist_refuses_over_matching_entries() {
+        let ok = [
+            "arn:aws:kms:eu-west-1:111122223333:key/*",
+            "arn:aws:kms:eu-west-1:111122223333:alias/*",
+            "arn:aws:kms:eu-west-1:*",
+            "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            "local:abcd",
+        ];
+        Allowlist::checked(ok.iter().map(|s| s.to_string())).unwrap();
+        let a = Allowlist::checked([ok[0].to_string()]).unwrap();
+        assert!(a.allows("arn:aws:kms:eu-west-1:111122223333:key/x"));
+        assert!(!a.allows("arn:aws:kms:eu-west-1:1111222233334:key/x"));
+        for (bad, problem) in [
+            ("arn:aws:kms:eu-west-1:1111*", "right after"),
+            ("arn:aws:kms:eu-west-1:111122223333:key/ab*", "right after"),
+            ("arn:aws:kms:eu-*", "right after"),
+            ("arn:aws:kms:*:111122223333:key/*", "not at the end"),
+            (
+                "arn:aws:kms:eu-west-1:111122223333:key/*x",
+                "not at the end",
+            ),
+            ("*", "every key"),
+        ] {
+            let err = Allowlist::checked(["local:abcd".to_string(), bad.to_string()]).unwrap_err();
+            assert_eq!(err.entry, bad);
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!("{bad:?}")) && msg.contains(problem),
+                "{msg}"
+            );
+        }
+        // What `checked` refuses, `allows` would have over-matched:
+        assert!(
+            Allowlist::only(["arn:aws:kms:eu-west-1:1111*".to_string()])
+                .allows("arn:aws:kms:eu-west-1:111122223333:key/x")
+        );
     }
 }

@@ -91,6 +91,53 @@ async fn allowlist_is_checked_before_unwrapping() {
     assert_eq!(class(&e), "InvalidSpec Provider.KeyNotAllowed");
 }
 
+/// 13.3: an object over the caps (9 wrappings, each naming the real, allowed key;
+/// 33 data keys) is refused with a `BadField` naming the field, before any
+/// provider call (the observer counts every call the keyring makes).
+#[tokio::test]
+async fn caps_are_checked_before_any_key_call() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let fx = fixtures(key(), &Place::standard()).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    let kr = keyring(key()).with_observer(Arc::new(move |_, _, _, _| {
+        seen.fetch_add(1, Ordering::SeqCst);
+    }));
+    seal::open(&fx.strict, &kr)
+        .await
+        .expect("the fixture opens");
+    assert_eq!(
+        calls.swap(0, Ordering::SeqCst),
+        1,
+        "the observer sees calls"
+    );
+
+    let mut wide = fx.strict.clone();
+    let w = wide.spec.data_keys[0].wrappings[0].clone();
+    while wide.spec.data_keys[0].wrappings.len() < 9 {
+        wide.spec.data_keys[0].wrappings.push(w.clone());
+    }
+    let e = seal::open(&wide, &kr).await.err().unwrap();
+    assert_eq!(class(&e), BAD_FIELD, "{e}");
+    assert!(e.to_string().contains("dataKeys[0].wrappings"), "{e}");
+    assert!(e.to_string().contains("at most 8"), "{e}");
+
+    let mut long = fx.history[3].clone();
+    let d = long.spec.data_keys[0].clone();
+    while long.spec.data_keys.len() < 33 {
+        long.spec.data_keys.push(d.clone());
+    }
+    let e = seal::open(&long, &kr).await.err().unwrap();
+    assert_eq!(class(&e), BAD_FIELD, "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("dataKeys: 33 data keys, at most 32"),
+        "{e}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no key was called");
+}
+
 /// Formerly a known limitation: after two merges, drop the second data key
 /// (endpoint, secret_key) with the entry only it held, put back the first
 /// seal's secret_key, keep the third merge's region. Structurally consistent

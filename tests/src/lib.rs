@@ -420,37 +420,77 @@ fn run_up(root: &Path) -> Result<PathBuf, String> {
     Ok(PathBuf::from(path.trim()))
 }
 
-/// A TCP proxy that can be switched off (connections reset, open ones cut).
+/// A TCP proxy that can be switched off (connections reset, open ones cut), or held:
+/// while held, the bytes clients send wait in the proxy, so a request is in flight
+/// and unanswered until [`Proxy::hold`]`(false)` (a delayed KMS).
 pub struct Proxy {
     /// `http://127.0.0.1:PORT` of the proxy.
     pub url: String,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    hold: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     _accept: tokio::task::JoinHandle<()>,
 }
 
 impl Proxy {
-    /// Starts a proxy to `target` on a free loopback port, switched on.
+    /// Starts a proxy to `target` on a free loopback port, switched on, not held.
     pub async fn start(target: std::net::SocketAddr) -> Proxy {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
-            std::sync::Arc::default();
-        let (up2, conns2) = (std::sync::Arc::clone(&up), std::sync::Arc::clone(&conns));
+        let up = Arc::new(AtomicBool::new(true));
+        let hold = Arc::new(tokio::sync::watch::Sender::new(false));
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (up2, hold2, waiting2, conns2) = (
+            Arc::clone(&up),
+            Arc::clone(&hold),
+            Arc::clone(&waiting),
+            Arc::clone(&conns),
+        );
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     continue;
                 };
-                if !up2.load(std::sync::atomic::Ordering::SeqCst) {
+                if !up2.load(Ordering::SeqCst) {
                     drop(inbound);
                     continue;
                 }
+                let (hold, waiting) = (hold2.subscribe(), Arc::clone(&waiting2));
                 let h = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
+                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = inbound.into_split();
+                    let (mut from_server, mut to_server) = outbound.into_split();
+                    let upstream = async move {
+                        let mut hold = hold;
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match from_client.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if *hold.borrow_and_update() {
+                                waiting.fetch_add(1, Ordering::SeqCst);
+                                let _ = hold.wait_for(|held| !*held).await;
+                                waiting.fetch_sub(1, Ordering::SeqCst);
+                            }
+                            if to_server.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to_server.shutdown().await;
+                    };
+                    let downstream = async move {
+                        let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                        let _ = to_client.shutdown().await;
+                    };
+                    tokio::join!(upstream, downstream);
                 });
                 conns2.lock().unwrap().push(h);
             }
@@ -458,6 +498,8 @@ impl Proxy {
         Proxy {
             url,
             up,
+            hold,
+            waiting,
             conns,
             _accept: accept,
         }
@@ -471,6 +513,17 @@ impl Proxy {
                 h.abort();
             }
         }
+    }
+
+    /// Holds (`true`) or releases (`false`) the bytes clients send: while held, a
+    /// request reaches the proxy but not the server, and its client waits.
+    pub fn hold(&self, held: bool) {
+        self.hold.send_replace(held);
+    }
+
+    /// How many client writes are waiting in the proxy because it is held.
+    pub fn held_requests(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

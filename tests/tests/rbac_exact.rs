@@ -39,13 +39,13 @@ struct Call {
 
 const CALLS: &[Call] = &[
     Call {
-        file: "controller.rs",
+        file: "run.rs",
         call: ".list(",
         what: "start-up check that the CRD is installed (limit 1)",
         grants: &[("sealcred.io", SSC, "list")],
     },
     Call {
-        file: "controller.rs",
+        file: "run.rs",
         call: "watcher(",
         what: "the watches behind the controller: SealedStorageCreds (the cache) and the \
                metadata of the managed Secrets (triggers only)",
@@ -57,25 +57,39 @@ const CALLS: &[Call] = &[
         ],
     },
     Call {
-        file: "controller.rs",
+        file: "materialize.rs",
         call: ".get_opt(",
         what: "read the target Secret before writing it",
         grants: &[("", "secrets", "get")],
     },
     Call {
-        file: "controller.rs",
+        file: "write.rs",
+        call: ".create(",
+        what: "create the Secret when none existed (create-only: fails if one appeared meanwhile)",
+        grants: &[("", "secrets", "create")],
+    },
+    Call {
+        file: "write.rs",
         call: ".patch(",
-        what: "server-side apply of the Secret (an apply that creates is authorized as create)",
+        what: "server-side apply of the Secret with the checked resourceVersion (an apply that \
+               creates, after a deletion meanwhile, is authorized as create), and the merge \
+               patch that leaves the apply the only manager after a create or an adoption",
         grants: &[("", "secrets", "patch"), ("", "secrets", "create")],
     },
     Call {
-        file: "controller.rs",
+        file: "write.rs",
+        call: ".get_opt(",
+        what: "read the Secret again after a failed precondition (ownership re-check)",
+        grants: &[("", "secrets", "get")],
+    },
+    Call {
+        file: "status.rs",
         call: ".patch_status(",
         what: "server-side apply of the status",
         grants: &[("sealcred.io", "sealedstoragecreds/status", "patch")],
     },
     Call {
-        file: "controller.rs",
+        file: "status.rs",
         call: ".publish(",
         what: "events (the Recorder creates, then patches a series)",
         grants: &[

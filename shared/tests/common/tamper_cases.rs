@@ -912,6 +912,31 @@ pub fn cases() -> Vec<Case> {
             Some(INCONSISTENT),
         ),
         (
+            "9 wrappings on a data key (over the cap of 8)",
+            Strict,
+            |o, _| {
+                // Each could cost a KMS call: refused before any is made.
+                for i in 0..8u8 {
+                    o.spec.data_keys[0].wrappings.push(Wrapping {
+                        key_id: format!("local:{:016x}", i),
+                        ciphertext: encode(&[i; 60]),
+                    });
+                }
+            },
+            Some(BAD_FIELD),
+        ),
+        (
+            "33 data keys (over the cap of 32)",
+            History,
+            |o, _| {
+                let d = o.spec.data_keys[0].clone();
+                while o.spec.data_keys.len() < 33 {
+                    o.spec.data_keys.push(d.clone());
+                }
+            },
+            Some(BAD_FIELD),
+        ),
+        (
             "duplicate a data key",
             Strict,
             |o, _| {

@@ -11,9 +11,9 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_kms::config::Credentials;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
-use sealcred_controller::controller::State;
 use sealcred_controller::metrics::Metrics;
 use sealcred_controller::options::Options;
+use sealcred_controller::run::State;
 use sealcred_shared::crd::{Scope, SealedStorageCred, SecretTemplate};
 use sealcred_shared::provider::aws::AwsKms;
 use sealcred_shared::seal::{self, SealInput};
@@ -191,7 +191,7 @@ pub async fn start_with(
     let sdk = sdk_config(env, kms_endpoint).await;
     let state = State::new(Arc::new(Metrics::new()));
     let (stop, stop_rx) = watch::channel(false);
-    let handle = tokio::spawn(sealcred_controller::controller::run(
+    let handle = tokio::spawn(sealcred_controller::run::run(
         opts,
         client,
         Some(sdk),

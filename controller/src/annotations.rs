@@ -1,0 +1,13 @@
+//! The labels and annotations the controller reads and writes (its contract with users).
+
+/// Annotation on the Secret: digest of the sealed spec it was written from.
+pub const SPEC_DIGEST_ANNOTATION: &str = "sealcred.io/spec-digest";
+/// Annotation on a SealedStorageCred: changing its value forces a reconcile (like
+/// Flux's `reconcile.fluxcd.io/requestedAt`); other metadata edits do not trigger one.
+pub const RECONCILE_REQUESTED_ANNOTATION: &str = "sealcred.io/reconcile-requested-at";
+/// Annotation on a pre-existing Secret that lets the controller take it over.
+pub const ADOPT_ANNOTATION: &str = "sealcred.io/adopt";
+/// Label on every Secret the controller writes (the Secret watch selects on it).
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY_VALUE: &str = "sealcred-controller";
