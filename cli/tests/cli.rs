@@ -590,3 +590,43 @@ fn wrong_local_key_is_named() {
     ]);
     ok(&o);
 }
+
+/// The caps (issue 13.3) hold for what the CLI writes: a merge that would make a
+/// 33rd data key, or a seal under more than 8 keys, is refused and writes nothing.
+#[test]
+fn writes_stay_within_the_caps() {
+    let env = Env::new();
+    let file = env.seal_flyte("s.yaml");
+    let f = file.to_str().unwrap();
+    for i in 0..31 {
+        let o = env.run(&[
+            "seal",
+            "--merge-into",
+            f,
+            "--from-literal",
+            &format!("k{i}=v"),
+        ]);
+        assert!(o.status.success(), "merge {i}: {}", text(&o.stderr));
+    }
+    let before = std::fs::read_to_string(&file).unwrap();
+    fails(
+        &env.run(&["seal", "--merge-into", f, "--from-literal", "one=more"]),
+        "33 data keys, at most 32",
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+    ok(&env.run(&["rotate", f]));
+
+    let mut args = vec!["seal", "--name", "a", "-n", "b", "--from-literal", "k=v"];
+    let keys: Vec<String> = (0..9)
+        .map(|i| env.path(&format!("k{i}.key")).display().to_string())
+        .collect();
+    for k in &keys {
+        ok(&env.run(&["keygen", "--output-file", k]));
+    }
+    let kms: Vec<String> = keys.iter().map(|k| format!("--kms=local:{k}")).collect();
+    args.extend(kms.iter().map(String::as_str));
+    fails(
+        &env.run(&args),
+        "9 keys given; a data key takes at most 8 wrappings",
+    );
+}

@@ -172,6 +172,13 @@ async fn seal_group(
     supersedes: Vec<String>,
     notes: &mut Vec<String>,
 ) -> Result<(SealedDataKey, BTreeMap<String, SealedEntry>), Error> {
+    if providers.len() > crate::crd::MAX_WRAPPINGS {
+        return Err(Error::Input(format!(
+            "{} keys given; a data key takes at most {} wrappings",
+            providers.len(),
+            crate::crd::MAX_WRAPPINGS
+        )));
+    }
     let (first, rest) = providers
         .split_first()
         .ok_or_else(|| Error::Input("no key to seal with".into()))?;
@@ -316,6 +323,7 @@ pub async fn seal(input: &SealInput, providers: &[&dyn KeyProvider]) -> Result<S
     .await?;
     obj.spec.data_keys.push(group);
     obj.spec.entries = entries;
+    format::check_limits(&obj.spec)?;
     Ok(Sealed { object: obj, notes })
 }
 
@@ -379,6 +387,8 @@ pub async fn merge(
         .cloned()
         .collect();
     out.spec.data_keys = keep;
+    // What a reader would refuse is never written (a 33rd data key, say).
+    format::check_limits(&out.spec)?;
     Ok(Sealed { object: out, notes })
 }
 
@@ -581,6 +591,7 @@ pub async fn rotate_changed(
     .await?;
     out.spec.data_keys = vec![group];
     out.spec.entries = entries;
+    format::check_limits(&out.spec)?;
     Ok(Sealed { object: out, notes })
 }
 
@@ -660,5 +671,6 @@ pub async fn rewrap(
             })
             .collect();
     }
+    format::check_limits(&out.spec)?;
     Ok(Sealed { object: out, notes })
 }
