@@ -279,7 +279,7 @@ pub struct SealArgs {
     /// Region of the bucket.
     #[arg(long, requires = "profile", help_heading = "Profiles")]
     pub region: Option<String>,
-    /// S3-compatible endpoint URL (MinIO, ...); http:// also sets disable-ssl.
+    /// S3-compatible endpoint URL (MinIO, ...), with its scheme: http:// means plain HTTP.
     #[arg(
         long,
         value_name = "URL",

@@ -78,9 +78,11 @@ fn storage_block(access_key: &str, secret_key: &str) -> Value {
                 "secret-key": secret_key,
                 "region": "us-east-1",
                 "endpoint": "http://minio.flyte.svc:9000",
-                "disable-ssl": true,
             },
+            // The chart's defaults for the rest of storage.yaml, which this file replaces.
+            "enable-multicontainer": false,
             "limits": { "maxDownloadMBs": 10 },
+            "cache": { "max_size_mbs": 0, "target_gc_percent": 70 },
         }
     })
 }
