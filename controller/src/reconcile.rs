@@ -12,7 +12,7 @@ use tracing::{debug, info, instrument, warn};
 use crate::context::Context;
 use crate::materialize::{Outcome, sync_secret};
 use crate::restart::{Restarter, Workloads, content_digest};
-use crate::status::{publish, ready_condition, write_status};
+use crate::status::{Health, conditions, publish, write_status};
 use crate::{Error, Result};
 
 /// Requeue of a healthy object is `--resync`; of a conflict, this.
@@ -125,13 +125,7 @@ pub async fn reconcile(obj: Arc<SealedStorageCred>, ctx: Arc<Context>) -> Result
             );
             let status = SealedStorageCredStatus {
                 observed_generation: generation,
-                conditions: vec![ready_condition(
-                    prev,
-                    true,
-                    "Unsealed",
-                    message.clone(),
-                    generation,
-                )],
+                conditions: conditions(prev, Health::Ready, "Unsealed", &message, generation),
                 secret_name: Some(secret_name.clone()),
                 entries,
             };
@@ -164,13 +158,17 @@ pub async fn reconcile(obj: Arc<SealedStorageCred>, ctx: Arc<Context>) -> Result
             let message = err.to_string();
             let status = SealedStorageCredStatus {
                 observed_generation: generation,
-                conditions: vec![ready_condition(
+                conditions: conditions(
                     prev,
-                    false,
+                    if err.is_transient() {
+                        Health::Transient
+                    } else {
+                        Health::Permanent
+                    },
                     reason,
-                    message.clone(),
+                    &message,
                     generation,
-                )],
+                ),
                 secret_name: Some(secret_name),
                 entries: prev.map(|s| s.entries.clone()).unwrap_or_default(),
             };
@@ -198,7 +196,7 @@ pub fn backoff_delay(attempt: u32, cap: Duration) -> Duration {
 pub fn error_policy(obj: Arc<SealedStorageCred>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconciled(err.reason());
     let uid = obj.uid().unwrap_or_default();
-    let delay = if err.is_transient() {
+    let delay = if err.backs_off() {
         let mut failures = ctx.failures.lock().unwrap();
         let n = failures.entry(uid).or_insert(0);
         *n = n.saturating_add(1);
