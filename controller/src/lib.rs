@@ -17,6 +17,7 @@
 //! - [`leader`]: leader election on a `coordination.k8s.io` Lease.
 //! - [`http`]: the `/metrics`, `/healthz` and `/readyz` server.
 //! - [`harden`]: process hardening at start (no core dumps, not dumpable).
+//! - [`digest`]: the keyed restart digest of a Secret's values, and its per-namespace key.
 //! - [`restart`]: rolling restarts of workloads annotated `sealcred.io/restart-on-change`.
 //!
 //! Plaintext lives only in `SecretBytes` (from `sealcred_shared::secret`) until the
@@ -25,6 +26,7 @@
 
 pub mod annotations;
 pub mod context;
+pub mod digest;
 pub mod events;
 pub mod harden;
 pub mod http;

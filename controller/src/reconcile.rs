@@ -10,8 +10,8 @@ use sealcred_shared::crd::{SealedStorageCred, SealedStorageCredStatus};
 use tracing::{debug, info, instrument, warn};
 
 use crate::context::Context;
-use crate::materialize::{Outcome, sync_secret};
-use crate::restart::{Restarter, Workloads, content_digest};
+use crate::materialize::{Outcome, Restart, sync_secret};
+use crate::restart::Restarter;
 use crate::status::{Health, conditions, publish, write_status};
 use crate::{Error, Result};
 
@@ -21,18 +21,38 @@ const CONFLICT_REQUEUE: Duration = Duration::from_secs(60);
 const SLOW_REQUEUE: Duration = Duration::from_secs(300);
 
 /// Rolls the workloads that name the Secret in `sealcred.io/restart-on-change` (see
-/// [`crate::restart`]). A failure is returned (the reconcile is retried with backoff)
-/// and the change stays pending in memory, so the retry still rolls workloads that
-/// carry no digest yet.
+/// [`crate::restart`]) to the Secret's restart digest ([`crate::digest`]). A failure
+/// is returned (the reconcile is retried with backoff) and the change stays pending in
+/// memory, so the retry still rolls workloads that carry no digest yet. Without a
+/// digest (no workload named the Secret when it was written, or a Secret written by an
+/// older controller) there is nothing to roll to until the next write.
 async fn restart_workloads(
     obj: &SealedStorageCred,
     ctx: &Context,
-    workloads: &Workloads,
     namespace: &str,
     uid: &str,
     secret_name: &str,
     content_changed: bool,
+    restart: Restart,
 ) -> Result<()> {
+    let Some(workloads) = &ctx.workloads else {
+        return Ok(());
+    };
+    let digest = match restart {
+        Restart::NotAsked => return Ok(()),
+        Restart::Digest(d) => d,
+        Restart::KeyFailed(e) => {
+            publish(
+                ctx,
+                obj,
+                EventType::Warning,
+                "RestartFailed",
+                format!("rolling the workloads that use Secret {secret_name} failed: {e}"),
+            )
+            .await;
+            return Err(e);
+        }
+    };
     let pending = {
         let mut p = ctx.restarts_pending.lock().unwrap();
         if content_changed {
@@ -40,7 +60,6 @@ async fn restart_workloads(
         }
         p.contains(uid)
     };
-    let digest = content_digest(obj, namespace);
     if !pending
         && ctx
             .restarts_checked
@@ -130,26 +149,21 @@ pub async fn reconcile(obj: Arc<SealedStorageCred>, ctx: Arc<Context>) -> Result
                 entries,
             };
             write_status(&obj, &ctx, status).await?;
-            let label = match outcome {
-                Outcome::Written { .. } => {
+            let (label, changed, restart) = match outcome {
+                Outcome::Written {
+                    content_changed,
+                    restart,
+                } => {
                     info!(secret = %secret_name, "wrote the Secret");
                     publish(&ctx, &obj, EventType::Normal, "Unsealed", message).await;
-                    "written"
+                    ("written", content_changed, restart)
                 }
-                Outcome::Unchanged => {
+                Outcome::Unchanged { restart } => {
                     debug!(secret = %secret_name, "the Secret is up to date");
-                    "unchanged"
+                    ("unchanged", false, restart)
                 }
             };
-            if let Some(w) = &ctx.workloads {
-                let changed = matches!(
-                    outcome,
-                    Outcome::Written {
-                        content_changed: true
-                    }
-                );
-                restart_workloads(&obj, &ctx, w, &namespace, &uid, &secret_name, changed).await?;
-            }
+            restart_workloads(&obj, &ctx, &namespace, &uid, &secret_name, changed, restart).await?;
             ctx.metrics.reconciled(label);
             Ok(Action::requeue(ctx.resync))
         }

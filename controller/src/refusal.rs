@@ -85,7 +85,7 @@ pub fn redact(text: &str, data: Option<&BTreeMap<String, ByteString>>) -> String
         let forms = [std::str::from_utf8(&v.0).ok(), Some(b64.as_str())];
         for form in forms.into_iter().flatten() {
             if out.contains(form) {
-                out = Zeroizing::new(out.replace(form, "[redacted]"));
+                out = Zeroizing::new(str::replace(&out, form, "[redacted]"));
             }
         }
     }
