@@ -168,6 +168,18 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_is_permanent_but_backs_off() {
+        let e = Error::SecretWrite {
+            reason: FORBIDDEN,
+            message: "m".into(),
+        };
+        assert!(!e.is_transient(), "Stalled, not Reconciling");
+        assert!(e.backs_off(), "retried with the exponential backoff");
+        assert_eq!(e.reason(), FORBIDDEN);
+        assert!(REFUSAL_REASONS.contains(&e.reason()));
+    }
+
+    #[test]
     fn values_are_redacted_raw_and_base64() {
         let data = BTreeMap::from([
             ("k".to_string(), ByteString(b"canary-value".to_vec())),
