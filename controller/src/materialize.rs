@@ -154,8 +154,9 @@ pub(crate) enum Outcome {
 pub(crate) enum Restart {
     /// No workload names the Secret (or restarts are off): no digest was computed.
     NotAsked,
-    /// The digest (`crate::digest`).
-    Digest(String),
+    /// The digest (`crate::digest`); `first_record`: the Secret carried none before
+    /// this write (see `crate::restart::needs_restart`).
+    Digest { digest: String, first_record: bool },
     /// The namespace's digest key could not be had: the restart pass fails with this.
     KeyFailed(Error),
 }
@@ -187,9 +188,19 @@ pub(crate) async fn sync_secret(
                 .get(RESTART_DIGEST_ANNOTATION)
                 .cloned()
         })
-        .map_or(Restart::NotAsked, Restart::Digest);
+        .map_or(Restart::NotAsked, |digest| Restart::Digest {
+            digest,
+            first_record: false,
+        });
+    let had_digest = matches!(recorded, Restart::Digest { .. });
+    // Restarts asked for this Secret: it must carry a restart digest to be up to date.
+    let asked = ctx
+        .workloads
+        .as_ref()
+        .is_some_and(|w| w.any_naming(namespace, secret_name));
     if let (Some(existing), Checked::Owned(_)) = (&existing, &checked)
         && up_to_date(&existing.0, obj, &digest)
+        && (had_digest || !asked)
     {
         let data = existing.0.data.as_ref();
         let now = data_digest(data.into_iter().flatten().map(|(k, v)| (k, v.0.as_slice())));
@@ -218,28 +229,27 @@ pub(crate) async fn sync_secret(
             .map(|(k, v): (&String, &SecretBytes)| (k, v.expose())),
     );
     // The keyed digest of the values, only where a workload asks for restarts.
-    let restart = if ctx
-        .workloads
-        .as_ref()
-        .is_some_and(|w| w.any_naming(namespace, secret_name))
-    {
+    let restart = if asked {
         match ctx.digest_keys.key(namespace).await {
-            Ok(key) => Restart::Digest(restart_digest(
-                &key,
-                namespace,
-                secret_name,
-                opened
-                    .entries
-                    .iter()
-                    .map(|(k, v): (&String, &SecretBytes)| (k, v.expose())),
-            )),
+            Ok(key) => Restart::Digest {
+                digest: restart_digest(
+                    &key,
+                    namespace,
+                    secret_name,
+                    opened
+                        .entries
+                        .iter()
+                        .map(|(k, v): (&String, &SecretBytes)| (k, v.expose())),
+                ),
+                first_record: !had_digest && before.is_some(),
+            },
             Err(e) => Restart::KeyFailed(e),
         }
     } else {
         Restart::NotAsked
     };
     let mut annotations = secret_annotations(obj, &digest);
-    if let Restart::Digest(d) = &restart {
+    if let Restart::Digest { digest: d, .. } = &restart {
         annotations.insert(RESTART_DIGEST_ANNOTATION.into(), d.clone());
     }
     let owner = obj

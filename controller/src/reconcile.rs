@@ -38,10 +38,17 @@ async fn restart_workloads(
     let Some(workloads) = &ctx.workloads else {
         return Ok(());
     };
-    let digest = match restart {
+    let (digest, first_record) = match restart {
         Restart::NotAsked => return Ok(()),
-        Restart::Digest(d) => d,
+        Restart::Digest {
+            digest,
+            first_record,
+        } => (digest, first_record),
         Restart::KeyFailed(e) => {
+            if content_changed {
+                // Roll at the retry that gets the key (it finds the values unchanged).
+                ctx.restarts_pending.lock().unwrap().insert(uid.to_string());
+            }
             publish(
                 ctx,
                 obj,
@@ -78,7 +85,7 @@ async fn restart_workloads(
         metrics: &ctx.metrics,
     };
     let restarted = match restarter
-        .restart_for(namespace, secret_name, &digest, pending)
+        .restart_for(namespace, secret_name, &digest, pending, first_record)
         .await
     {
         Ok(r) => r,

@@ -73,11 +73,21 @@ pub fn names_secret(annotations: &BTreeMap<String, String>, secret: &str) -> boo
         .is_some_and(|v| v.split(',').any(|s| s.trim() == secret))
 }
 
-/// What to do with one workload (see the module documentation).
-pub fn needs_restart(current: Option<&str>, digest: &str, content_changed: bool) -> bool {
+/// What to do with one workload (see the module documentation). `first_record`: the
+/// Secret carried no restart digest before this write (written by an older controller,
+/// or while no workload named it), so a workload's other value is not an older digest
+/// of ours and is left alone unless the values changed.
+pub fn needs_restart(
+    current: Option<&str>,
+    digest: &str,
+    content_changed: bool,
+    first_record: bool,
+) -> bool {
     match current {
-        Some(v) => v != digest,
-        None => content_changed,
+        Some(v) if v == digest => false,
+        _ if content_changed => true,
+        Some(_) => !first_record,
+        None => false,
     }
 }
 
@@ -225,6 +235,8 @@ struct Target<'a> {
     digest: &'a str,
     /// This reconcile has just changed the Secret's data.
     content_changed: bool,
+    /// The digest was recorded on the Secret for the first time.
+    first_record: bool,
 }
 
 /// What the restart pass needs from the controller.
@@ -241,19 +253,22 @@ pub struct Restarter<'a> {
 
 impl Restarter<'_> {
     /// Rolls every workload of `namespace` that names `secret` and needs it.
-    /// `content_changed`: this reconcile has just changed the Secret's data.
+    /// `content_changed`: this reconcile has just changed the Secret's data;
+    /// `first_record`: see [`needs_restart`].
     pub async fn restart_for(
         &self,
         namespace: &str,
         secret: &str,
         digest: &str,
         content_changed: bool,
+        first_record: bool,
     ) -> Result<Vec<Restarted>> {
         let t = Target {
             namespace,
             secret,
             digest,
             content_changed,
+            first_record,
         };
         let w = self.workloads;
         let mut done = Vec::new();
@@ -293,6 +308,7 @@ impl Restarter<'_> {
             secret,
             digest,
             content_changed,
+            first_record,
         } = *t;
         let kind = <K as ApiResource>::KIND;
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
@@ -303,7 +319,12 @@ impl Restarter<'_> {
                 continue;
             };
             let current = template_annotations(&workload).and_then(|a| a.get(&key));
-            if !needs_restart(current.map(String::as_str), digest, content_changed) {
+            if !needs_restart(
+                current.map(String::as_str),
+                digest,
+                content_changed,
+                first_record,
+            ) {
                 continue;
             }
             let patch = json!({
@@ -376,10 +397,15 @@ mod tests {
 
     #[test]
     fn restart_only_on_a_real_change() {
-        assert!(!needs_restart(Some("d1"), "d1", true));
-        assert!(!needs_restart(Some("d1"), "d1", false));
-        assert!(needs_restart(Some("d0"), "d1", false));
-        assert!(needs_restart(None, "d1", true));
-        assert!(!needs_restart(None, "d1", false));
+        for first in [false, true] {
+            assert!(!needs_restart(Some("d1"), "d1", true, first));
+            assert!(!needs_restart(Some("d1"), "d1", false, first));
+            assert!(needs_restart(None, "d1", true, first));
+            assert!(!needs_restart(None, "d1", false, first));
+            assert!(needs_restart(Some("d0"), "d1", true, first));
+        }
+        // An older digest of ours: catch up. Another controller's value, first record: keep.
+        assert!(needs_restart(Some("d0"), "d1", false, false));
+        assert!(!needs_restart(Some("d0"), "d1", false, true));
     }
 }

@@ -232,3 +232,72 @@ async fn restarts_follow_values_not_ciphertext() {
 fn template_of() -> sealcred_shared::crd::SecretTemplate {
     controller_support::template(&[])
 }
+
+/// A Secret written without a restart digest (an older controller; here one with
+/// restarts off) and a workload carrying another value (an older controller's
+/// ciphertext digest): the controller records the digest (one Decrypt) and rolls
+/// nothing; the next value change rolls once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_recorded_digest_rolls_nothing() {
+    let env = testenv().await;
+    env.install_sealcred_crd().await;
+    let admin = env.kube_client().await;
+    let ns = env.unique_namespace("restart-digest-up").await;
+    let values = [("password", "pw-canary-9")];
+    let obj = seal_object(env, &ns, "app", template_of(), &values).await;
+    let mut args = default_args(env, &ns);
+    args.push("--workload-restarts=false".into());
+    let old = start_with(env, admin.clone(), args, env.kms_endpoint()).await;
+    apply(&admin, &obj).await;
+    wait_secret(&admin, &ns, "app", &values).await;
+    wait_ready(&admin, &ns, "app", "True", "Unsealed").await;
+    old.stop().await.unwrap();
+    let s = secret(&admin, &ns).await;
+    assert!(
+        !s.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("sealcred.io/restart-digest")
+    );
+
+    let older = "ab".repeat(32);
+    let mut d: Deployment = workload("Deployment", "web", Some("app"));
+    d.spec
+        .template
+        .metadata
+        .get_or_insert_default()
+        .annotations
+        .get_or_insert_default()
+        .insert(KEY.into(), older.clone());
+    Api::<Deployment>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let (_, generation) = pod_template(&admin, &ns).await;
+
+    let ctl = start(env, &ns).await;
+    let recorded = wait_for("the digest recorded", CONVERGE, || async {
+        secret(&admin, &ns)
+            .await
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get("sealcred.io/restart-digest")
+            .cloned()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        pod_template(&admin, &ns).await,
+        (Some(older.clone()), generation),
+        "nothing rolled"
+    );
+    assert_eq!(ctl.metrics().workload_restarts_total(), 0);
+
+    let changed = merge_into(env, &obj, &[("password", "pw-canary-10")]).await;
+    let (after, g) = apply_and_settle(&admin, &ns, &changed).await;
+    assert_ne!(after.as_deref(), Some(recorded.as_str()));
+    assert_ne!(after.as_deref(), Some(older.as_str()));
+    assert_eq!(g, generation + 1, "one roll for the value change");
+    ctl.stop().await.unwrap();
+}
