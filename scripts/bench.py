@@ -550,6 +550,9 @@ def measure(tool, kube, ns, objects, tag, restart):
     wait_until(f"{tool.name} to report {n} reconciles", 600, lambda: c.reconciled(c.metrics()) >= n, 0.1)
     text = c.metrics()
     r["kms_calls"] = tool.kms_calls(text)
+    if tool.name == "sealcred":  # where the time goes: reconcile time, of which KMS time
+        r["reconcile_s_sum"] = metric_sum(text, "sealcred_reconcile_duration_seconds_sum")
+        r["kms_s_sum"] = metric_sum(text, "sealcred_kms_call_duration_seconds_sum")
     (OUT / "controller" / "logs" / f"{tag}.metrics").write_text(text or "")
     if restart:
         c.stop()
@@ -567,6 +570,51 @@ def measure(tool, kube, ns, objects, tag, restart):
     return r
 
 
+class Limit:
+    """The limit (bench/src/bin/controller-limit.rs): a plain Rust client (aws-sdk-kms + kube,
+    the controller's TLS stack), at the controller's concurrency, doing only N KMS Decrypt
+    calls of the data-key wrappings in our sealed objects (same blobs, same EncryptionContext,
+    same moto) and N Secret server-side applies of the same data to the same API server."""
+    name = "limit"
+
+    def __init__(self, kube, kms_env):
+        self.kube, self.kms_env = kube, kms_env
+
+    @staticmethod
+    def items(sealed_ns, objects):
+        import base64
+        import yaml
+        out = []
+        for name, text in objects:
+            spec = yaml.safe_load(text)["spec"]
+            w = spec["dataKeys"][-1]["wrappings"][0]
+            ctx = {"sealcred.io/scope": spec["scope"], "sealcred.io/namespace": sealed_ns,
+                   "sealcred.io/name": name}
+            i = int(name.rsplit("-", 1)[1])  # the values Ours.seal sealed
+            data = {k: base64.b64encode(v.encode()).decode() for k, v in
+                    (("username", "user"), ("password", f"pw-{i}"))}
+            out.append(json.dumps({"name": name, "keyId": w["keyId"], "ciphertext": w["ciphertext"],
+                                   "context": ctx, "data": data}))
+        return "\n".join(out) + "\n"
+
+    def measure(self, ns, items_file, tag):
+        sel = f"/api/v1/namespaces/{ns}/secrets?labelSelector=bench%3D1"
+        self.kube.req("DELETE", sel, ok=(200,))
+        wait_until("an empty namespace", 120, lambda: self.kube.count(sel) == 0, 0.2)
+        load0 = os.getloadavg()[0]
+        out = OUT / "controller" / "logs" / f"{tag}.json"
+        env = {"PATH": os.environ["PATH"], "HOME": str(OUT / "home"), **self.kms_env}
+        total, rss = run([BIN / "controller-limit", "--input", items_file, "--namespace", ns,
+                          "--concurrency", str(OUR_CONCURRENCY), "--out", out], env)
+        r = json.loads(out.read_text())
+        n = r["n"]
+        # (the count is exact only without a label selector: remainingItemCount)
+        if self.kube.count(f"/api/v1/namespaces/{ns}/secrets") < n:
+            sys.exit(f"controller-limit wrote fewer than {n} Secrets")
+        return {"n": n, "wall_s": r["wall_s"], "decrypt_s_sum": r["decrypt_s"], "write_s_sum": r["write_s"],
+                "process_s": total, "peak_rss_kib": rss, "loadavg_1m_before": load0}
+
+
 def bench_controller(smoke, kms_env, runs, big=True):
     """3. 2,000 objects (and 10,000 for RSS per object) applied with each controller running;
     4. restart with the same objects unchanged."""
@@ -581,6 +629,7 @@ def bench_controller(smoke, kms_env, runs, big=True):
     res = {"versions": {x.name: x.version() for x in tools}, "apiserver": "kube-apiserver v1.34.3 + etcd v3.6.4 (scripts/testenv)",
            "our_concurrency": OUR_CONCURRENCY, "sealed_secrets_flags": f"--kubeclient-qps={SS_QPS} --kubeclient-burst=100",
            "peer_setup_s": time.perf_counter() - t}
+    limit = Limit(kube, kms_env)
     sizes = [(5, 1, True)] if smoke else [(2000, runs, True)] + ([(10000, 1, False)] if big else [])
     for n, nruns, restart in sizes:
         sealed = {}
@@ -592,19 +641,34 @@ def bench_controller(smoke, kms_env, runs, big=True):
             sealed[x.name] = (ns, parallel(lambda i: (f"cred-{i:05d}", x.seal(ns, i)), range(n), 4))
             print(f"controller: sealed {n} objects for {x.name} in {time.perf_counter() - t:.1f} s "
                   "(not measured)", flush=True)
+        limit_ns = f"bench-limit-{n}-{stamp}"
+        kube.ensure_namespace(limit_ns)
+        limit_items = OUT / "controller" / f"limit-items-{n}.jsonl"
+        limit_items.write_text(Limit.items(*sealed["sealcred"]))
         per = {x.name: [] for x in tools}
+        per["limit"] = []
+        names = [x.name for x in tools] + ["limit"]
         for run_i in range(nruns):
-            for x in (tools if run_i % 2 == 0 else tools[::-1]):  # alternate who goes first
-                ns, objs = sealed[x.name]
-                r = measure(x, kube, ns, objs, f"{x.name}-{n}-{stamp}-run{run_i}", restart)
-                per[x.name].append(r)
-                print(f"controller N={n} run {run_i + 1}/{nruns} {x.name}: {json.dumps(r)}", flush=True)
+            for name in (names if run_i % 2 == 0 else names[::-1]):  # alternate who goes first
+                tag = f"{name}-{n}-{stamp}-run{run_i}"
+                if name == "limit":
+                    r = limit.measure(limit_ns, limit_items, tag)
+                else:
+                    x = next(t for t in tools if t.name == name)
+                    ns, objs = sealed[x.name]
+                    r = measure(x, kube, ns, objs, tag, restart)
+                per[name].append(r)
+                print(f"controller N={n} run {run_i + 1}/{nruns} {name}: {json.dumps(r)}", flush=True)
         summary = {"runs": nruns, "raw": per}
-        for x in tools:
-            for k in per[x.name][0]:
-                vals = [r[k] for r in per[x.name] if r[k] is not None]
+        for name in names:
+            for k in per[name][0]:
+                vals = [r[k] for r in per[name] if r[k] is not None]
                 if vals:
-                    summary[f"{x.name}_{k}"] = med(vals)
+                    summary[f"{name}_{k}"] = med(vals)
+        for k in ("wall_s", "peak_rss_kib"):
+            a, b = summary.get(f"sealcred_{k}"), summary.get(f"limit_{k}")
+            if a is not None and b:
+                summary[f"ratio_to_limit_{k}"] = a / b
         for k in ("wall_s", "cpu_s", "peak_rss_kib", "rss_per_object_kib", "restart_s", "restart_cpu_s",
                   "restart_peak_rss_kib"):
             a, b = summary.get(f"sealcred_{k}"), summary.get(f"sealed-secrets_{k}")
