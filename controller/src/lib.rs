@@ -8,6 +8,7 @@
 //! - [`write`]: ownership, and the Secret write under the precondition that was checked.
 //! - [`status`]: the Ready condition (server-side apply) and Events of an object.
 //! - [`context`]: what `reconcile` needs, and its memory between reconciles.
+//! - [`audit`]: the audit trail, one structured log line per unseal.
 //! - [`annotations`]: the labels and annotations the controller reads and writes.
 //! - [`events`]: Events, with series and a small bounded cache.
 //! - [`options`]: the command-line flags (also used by the tests to configure a run).
@@ -22,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod annotations;
+pub mod audit;
 pub mod context;
 pub mod events;
 pub mod harden;

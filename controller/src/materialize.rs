@@ -37,6 +37,7 @@ use tracing::info;
 use zeroize::Zeroize;
 
 use crate::annotations::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_DIGEST_ANNOTATION};
+use crate::audit::Unseal;
 use crate::context::Context;
 use crate::support::hex;
 use crate::write::{Checked, write};
@@ -184,7 +185,13 @@ pub(crate) async fn sync_secret(
     });
     drop(existing);
 
-    let opened = seal::open(obj, &ctx.keyring).await.map_err(Error::Unseal)?;
+    let mut audit = Unseal::new(obj, namespace, uid);
+    let opened = seal::open_observed(obj, &ctx.keyring, &mut |c| audit.record(c)).await;
+    audit.finish(match &opened {
+        Ok(_) => "ok",
+        Err(e) => e.reason(),
+    });
+    let opened = opened.map_err(Error::Unseal)?;
     let written_digest = data_digest(
         opened
             .entries
