@@ -7,6 +7,7 @@
 //! - [`materialize`]: the Secret an object becomes (type check, digests, when to write).
 //! - [`write`]: ownership, and the Secret write under the precondition that was checked.
 //! - [`status`]: the Ready condition (server-side apply) and Events of an object.
+//! - [`sts`]: short-lived credentials from AWS STS (`spec.sts`).
 //! - [`context`]: what `reconcile` needs, and its memory between reconciles.
 //! - [`audit`]: the audit trail, one structured log line per unseal.
 //! - [`annotations`]: the labels and annotations the controller reads and writes.
@@ -36,6 +37,7 @@ pub mod reconcile;
 pub mod restart;
 pub mod run;
 pub mod status;
+pub mod sts;
 mod support;
 pub mod write;
 
@@ -79,6 +81,17 @@ pub enum Error {
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(#[source] std::io::Error),
+    /// Short-lived credentials (`spec.sts`) could not be made; `reason` is the
+    /// Ready=False reason, `message` one line without any value.
+    #[error("{message}")]
+    Sts {
+        /// `StsRoleNotAllowed`, `StsInvalidSpec`, `StsUnavailable`, `StsError`, `CredentialsExpired`.
+        reason: &'static str,
+        /// What happened and what to do.
+        message: String,
+        /// Whether retrying soon may help (STS unreachable or throttling).
+        transient: bool,
+    },
 }
 
 impl Error {
@@ -95,6 +108,7 @@ impl Error {
             Error::Config(_) => "Config",
             Error::Http(_) => "Http",
             Error::CacheNotReady(_) => "CacheNotReady",
+            Error::Sts { reason, .. } => reason,
         }
     }
 
@@ -103,6 +117,7 @@ impl Error {
         match self {
             Error::Unseal(e) => e.is_transient(),
             Error::Kube(_) | Error::CacheNotReady(_) => true,
+            Error::Sts { transient, .. } => *transient,
             _ => false,
         }
     }

@@ -88,19 +88,25 @@ pub(crate) fn data_digest<'a>(entries: impl Iterator<Item = (&'a String, &'a [u8
     h.finalize().into()
 }
 
-fn secret_labels(obj: &SealedStorageCred) -> BTreeMap<String, String> {
+pub(crate) fn secret_labels(obj: &SealedStorageCred) -> BTreeMap<String, String> {
     let mut labels = obj.spec.template.labels.clone();
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
     labels
 }
 
-fn secret_annotations(obj: &SealedStorageCred, digest: &str) -> BTreeMap<String, String> {
+pub(crate) fn secret_annotations(
+    obj: &SealedStorageCred,
+    digest: &str,
+) -> BTreeMap<String, String> {
     let mut a = obj.spec.template.annotations.clone();
     a.insert(SPEC_DIGEST_ANNOTATION.into(), digest.into());
     a
 }
 
-fn is_subset(want: &BTreeMap<String, String>, have: Option<&BTreeMap<String, String>>) -> bool {
+pub(crate) fn is_subset(
+    want: &BTreeMap<String, String>,
+    have: Option<&BTreeMap<String, String>>,
+) -> bool {
     want.iter()
         .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
 }
@@ -125,7 +131,7 @@ fn up_to_date(secret: &Secret, obj: &SealedStorageCred, digest: &str) -> bool {
 /// A malformed object still reports its structural error (InvalidSpec) first; the
 /// structural checks run here only for a refused type (an allowed one is checked
 /// by `seal::open`, when and if KMS is needed).
-fn check_type(obj: &SealedStorageCred, ctx: &Context) -> Result<()> {
+pub(crate) fn check_type(obj: &SealedStorageCred, ctx: &Context) -> Result<()> {
     let t = &obj.spec.template.type_;
     if ctx.secret_types.iter().any(|a| a == t) {
         return Ok(());

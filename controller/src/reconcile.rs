@@ -28,10 +28,9 @@ async fn restart_workloads(
     obj: &SealedStorageCred,
     ctx: &Context,
     workloads: &Workloads,
-    namespace: &str,
-    uid: &str,
-    secret_name: &str,
+    (namespace, uid, secret_name): (&str, &str, &str),
     content_changed: bool,
+    sts_issued_at: Option<&str>,
 ) -> Result<()> {
     let pending = {
         let mut p = ctx.restarts_pending.lock().unwrap();
@@ -40,7 +39,11 @@ async fn restart_workloads(
         }
         p.contains(uid)
     };
-    let digest = content_digest(obj, namespace);
+    let mut digest = content_digest(obj, namespace);
+    if let Some(issued) = sts_issued_at {
+        // STS credentials change at every refresh with the same spec.
+        digest = crate::sts::restart_digest(&digest, issued);
+    }
     if !pending
         && ctx
             .restarts_checked
@@ -116,13 +119,33 @@ pub async fn reconcile(obj: Arc<SealedStorageCred>, ctx: Arc<Context>) -> Result
     let prev = obj.status.as_ref();
     let entries: Vec<String> = obj.spec.entries.keys().cloned().collect();
 
-    match sync_secret(&obj, &ctx, &namespace, &uid, &secret_name).await {
-        Ok(outcome) => {
+    let synced = match &obj.spec.sts {
+        Some(_) => crate::sts::sync(&obj, &ctx, &namespace, &uid, &secret_name)
+            .await
+            .map(|s| (s.outcome, Some(s))),
+        None => sync_secret(&obj, &ctx, &namespace, &uid, &secret_name)
+            .await
+            .map(|o| (o, None)),
+    };
+    match synced {
+        Ok((outcome, sts)) => {
             ctx.failures.lock().unwrap().remove(&uid);
-            let message = format!(
-                "Secret {secret_name} holds the {} unsealed entries",
-                entries.len()
-            );
+            let (message, entries) = match &sts {
+                Some(s) => (
+                    format!(
+                        "Secret {secret_name} holds STS credentials that expire at {}",
+                        s.credentials.expires_at
+                    ),
+                    crate::sts::entry_names(&obj),
+                ),
+                None => (
+                    format!(
+                        "Secret {secret_name} holds the {} unsealed entries",
+                        entries.len()
+                    ),
+                    entries,
+                ),
+            };
             let status = SealedStorageCredStatus {
                 observed_generation: generation,
                 conditions: vec![ready_condition(
@@ -134,6 +157,7 @@ pub async fn reconcile(obj: Arc<SealedStorageCred>, ctx: Arc<Context>) -> Result
                 )],
                 secret_name: Some(secret_name.clone()),
                 entries,
+                credentials: sts.as_ref().map(|s| s.credentials.clone()),
             };
             write_status(&obj, &ctx, status).await?;
             let label = match outcome {
@@ -154,10 +178,21 @@ pub async fn reconcile(obj: Arc<SealedStorageCred>, ctx: Arc<Context>) -> Result
                         content_changed: true
                     }
                 );
-                restart_workloads(&obj, &ctx, w, &namespace, &uid, &secret_name, changed).await?;
+                let refreshed = sts.as_ref().map(|s| s.credentials.issued_at.as_str());
+                restart_workloads(
+                    &obj,
+                    &ctx,
+                    w,
+                    (&namespace, &uid, &secret_name),
+                    changed,
+                    refreshed,
+                )
+                .await?;
             }
             ctx.metrics.reconciled(label);
-            Ok(Action::requeue(ctx.resync))
+            Ok(Action::requeue(
+                sts.map_or(ctx.resync, |s| s.requeue.min(ctx.resync)),
+            ))
         }
         Err(err) => {
             let reason = err.reason();
@@ -173,6 +208,7 @@ pub async fn reconcile(obj: Arc<SealedStorageCred>, ctx: Arc<Context>) -> Result
                 )],
                 secret_name: Some(secret_name),
                 entries: prev.map(|s| s.entries.clone()).unwrap_or_default(),
+                credentials: prev.and_then(|s| s.credentials.clone()),
             };
             if !matches!(err, Error::Kube(_)) {
                 if let Err(e) = write_status(&obj, &ctx, status).await {

@@ -306,6 +306,7 @@ pub async fn seal(input: &SealInput, providers: &[&dyn KeyProvider]) -> Result<S
             profile: input.profile.clone(),
             data_keys: Vec::new(),
             entries: BTreeMap::new(),
+            sts: None,
         },
     );
     obj.metadata.namespace = input.namespace.clone();
