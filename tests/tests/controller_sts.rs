@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 use sealcred_shared::crd::{SealedStorageCred, StsSpec};
+use sealcred_tests::moto::{AccessKey, MotoOptions, PrivateMoto};
 use sealcred_tests::{Proxy, testenv};
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/sealcred/storage";
@@ -219,5 +220,143 @@ async fn sts_credentials_expire_refresh_and_survive_an_outage() {
             );
         }
     }
+    ctl.stop().await.unwrap();
+}
+
+/// An AWS configuration for a private moto, signed with `key`.
+async fn private_sdk(moto: &PrivateMoto, key: &AccessKey) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(moto.endpoint())
+        .credentials_provider(aws_sdk_kms::config::Credentials::new(
+            &key.id,
+            &key.secret,
+            None,
+            None,
+            "sealcred-tests",
+        ))
+        .load()
+        .await
+}
+
+/// With IAM enforced (private moto: SigV4 checked, policies and the role's trust
+/// policy applied), the sealed long-lived key is what calls STS: the controller's
+/// own identity (user `sealer`, kms:* only) may not assume `sealer-role`, which
+/// trusts only user `base`. Sealed `base` key: the Secret's credentials are the
+/// role's (GetCallerIdentity says so). No sealed key: AssumeRole is denied, StsError.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sealed_key_calls_sts_under_enforced_iam() {
+    let env = testenv().await;
+    env.install_sealcred_crd().await;
+    let client = env.kube_client().await;
+    let ns = env.unique_namespace("ctl-sts-iam").await;
+    let moto = PrivateMoto::start(
+        env.root(),
+        MotoOptions {
+            iam: true,
+            ..MotoOptions::default()
+        },
+    );
+    let sealer = moto.access_key("sealer");
+    let base = moto.access_key("base");
+    let sdk = private_sdk(&moto, &sealer).await;
+    let args: Vec<String> = [
+        "sealcred-controller",
+        "--kms-allow",
+        moto.key_arn(),
+        "--namespace",
+        &ns,
+        "--leader-elect=false",
+        "--metrics-addr=off",
+        "--max-backoff=4",
+        "--sts-role-allow",
+        moto.role_arn(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let ctl = start_with_sdk(client.clone(), args, sdk.clone()).await;
+
+    let kms = sealcred_shared::provider::aws::AwsKms::new(&sdk, moto.key_arn()).unwrap();
+    let seal = |name: &str, pairs: Vec<(String, String)>| {
+        let kms = kms.clone();
+        let ns = ns.clone();
+        let name = name.to_string();
+        async move {
+            sealcred_shared::seal::seal(
+                &sealcred_shared::seal::SealInput {
+                    name,
+                    namespace: Some(ns),
+                    scope: sealcred_shared::crd::Scope::Strict,
+                    template: template(&[]),
+                    profile: None,
+                    entries: pairs
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                sealcred_shared::secret::SecretBytes::copy_from(v.as_bytes()),
+                            )
+                        })
+                        .collect(),
+                },
+                &[&kms],
+            )
+            .await
+            .unwrap()
+            .object
+        }
+    };
+    let sts_spec = Some(StsSpec {
+        role_arn: Some(moto.role_arn().into()),
+        duration_seconds: Some(900),
+        ..StsSpec::default()
+    });
+    let mut with_key = seal(
+        "with-key",
+        vec![
+            ("aws_access_key_id".into(), base.id.clone()),
+            ("aws_secret_access_key".into(), base.secret.clone()),
+        ],
+    )
+    .await;
+    with_key.spec.sts = sts_spec.clone();
+    apply(&client, &with_key).await;
+    let mut own = seal("own-identity", vec![("note".into(), "x".into())]).await;
+    own.spec.sts = sts_spec;
+    apply(&client, &own).await;
+
+    wait_ready(&client, &ns, "with-key", "True", "Unsealed").await;
+    let d = secret_data(&client, &ns, "with-key").await.unwrap();
+    assert!(!d.values().any(|v| v == &base.secret || v == &base.id));
+    // The temporary credentials are the role's.
+    let temp = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(moto.endpoint())
+        .credentials_provider(aws_sdk_kms::config::Credentials::new(
+            &d["AWS_ACCESS_KEY_ID"],
+            &d["AWS_SECRET_ACCESS_KEY"],
+            Some(d["AWS_SESSION_TOKEN"].clone()),
+            None,
+            "temp",
+        ))
+        .load()
+        .await;
+    let who = aws_sdk_sts::Client::new(&temp)
+        .get_caller_identity()
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        who.arn()
+            .unwrap_or_default()
+            .contains("assumed-role/sealer-role/"),
+        "{:?}",
+        who.arn()
+    );
+
+    // The controller's own identity is not trusted by the role.
+    wait_ready(&client, &ns, "own-identity", "False", "StsError").await;
+    assert!(secret_data(&client, &ns, "own-identity").await.is_none());
     ctl.stop().await.unwrap();
 }
