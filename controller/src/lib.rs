@@ -6,6 +6,8 @@
 //! - [`reconcile`]: the one `reconcile` and the one `error_policy`.
 //! - [`materialize`]: the Secret an object becomes (type check, digests, when to write).
 //! - [`write`]: ownership, and the Secret write under the precondition that was checked.
+//! - [`refusal`]: a Secret write the API server refused (RBAC, admission, quota, an
+//!   immutable field), classified into a Ready=False reason, values redacted.
 //! - [`status`]: the Ready condition (server-side apply) and Events of an object.
 //! - [`sts`]: short-lived credentials from AWS STS (`spec.sts`).
 //! - [`context`]: what `reconcile` needs, and its memory between reconciles.
@@ -17,6 +19,7 @@
 //! - [`leader`]: leader election on a `coordination.k8s.io` Lease.
 //! - [`http`]: the `/metrics`, `/healthz` and `/readyz` server.
 //! - [`harden`]: process hardening at start (no core dumps, not dumpable).
+//! - [`digest`]: the keyed restart digest of a Secret's values, and its per-namespace key.
 //! - [`restart`]: rolling restarts of workloads annotated `sealcred.io/restart-on-change`.
 //!
 //! Plaintext lives only in `SecretBytes` (from `sealcred_shared::secret`) until the
@@ -26,6 +29,7 @@
 pub mod annotations;
 pub mod audit;
 pub mod context;
+pub mod digest;
 pub mod events;
 pub mod harden;
 pub mod http;
@@ -34,6 +38,7 @@ pub mod materialize;
 pub mod metrics;
 pub mod options;
 pub mod reconcile;
+pub mod refusal;
 pub mod restart;
 pub mod run;
 pub mod status;
@@ -56,6 +61,17 @@ pub enum Error {
     /// A Secret with the target name exists and is not ours to take over.
     #[error("{0}")]
     SecretConflict(String),
+    /// The API server refused the Secret write (RBAC, admission, quota, an immutable
+    /// field, validation). `reason` is one of [`refusal::REFUSAL_REASONS`]; `message`
+    /// names the API error's code and reason and never holds a value (see
+    /// [`refusal`]).
+    #[error("{message}")]
+    SecretWrite {
+        /// The Ready=False reason.
+        reason: &'static str,
+        /// What the API server said, values redacted.
+        message: String,
+    },
     /// The template asks for a Secret type not on `--secret-types`.
     #[error(
         "Secret type {0:?} is not allowed by this controller (its --secret-types); no Secret was written"
@@ -100,6 +116,7 @@ impl Error {
         match self {
             Error::Unseal(e) => e.reason(),
             Error::SecretConflict(_) => "SecretConflict",
+            Error::SecretWrite { reason, .. } => reason,
             Error::SecretTypeNotAllowed(_) => "SecretTypeNotAllowed",
             Error::InvalidObject(_) => "InvalidSpec",
             Error::Kube(_) => "KubeError",
@@ -112,7 +129,10 @@ impl Error {
         }
     }
 
-    /// Whether retrying soon may succeed (KMS unavailable, API errors).
+    /// Whether retrying soon may succeed by itself (KMS unavailable, API errors):
+    /// the object reports `Reconciling=True`. Every other failure needs someone to
+    /// act (fix the object, its key, RBAC, a policy, a quota) and reports
+    /// `Stalled=True` (kstatus: Failed; Argo CD: Degraded).
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Unseal(e) => e.is_transient(),
@@ -120,6 +140,14 @@ impl Error {
             Error::Sts { transient, .. } => *transient,
             _ => false,
         }
+    }
+
+    /// Whether the retry follows the exponential backoff (1 s, 2 s, 4 s … up to
+    /// `--max-backoff`): transient failures, and refused Secret writes, whose fix
+    /// (a RoleBinding, a policy, a quota) is made outside anything the controller
+    /// watches, so only a retry notices it.
+    pub fn backs_off(&self) -> bool {
+        self.is_transient() || matches!(self, Error::SecretWrite { .. })
     }
 }
 

@@ -42,11 +42,12 @@ use sealcred_shared::seal;
 use sealcred_shared::secret::SecretBytes;
 use zeroize::Zeroize;
 
-use crate::annotations::SPEC_DIGEST_ANNOTATION;
+use crate::annotations::{RESTART_DIGEST_ANNOTATION, SPEC_DIGEST_ANNOTATION};
 use crate::audit::{TARGET as AUDIT, Unseal};
 use crate::context::Context;
+use crate::digest::restart_digest;
 use crate::materialize::{
-    Outcome, Wiped, check_type, is_subset, secret_annotations, secret_labels, spec_digest,
+    Outcome, Restart, Wiped, check_type, is_subset, secret_annotations, secret_labels, spec_digest,
 };
 use crate::options::Options;
 use crate::write::{Checked, write};
@@ -385,18 +386,6 @@ fn render(obj: &SealedStorageCred, t: &Temporary) -> BTreeMap<String, ByteString
     out
 }
 
-/// The restart digest of an STS object: its content digest and the issue time
-/// of the credentials in the Secret (they change at every refresh).
-pub(crate) fn restart_digest(content_digest: &str, issued_at: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(b"sealcred.io/sts-restart-digest/v1\n");
-    h.update(content_digest.as_bytes());
-    h.update(b"\n");
-    h.update(issued_at.as_bytes());
-    crate::support::hex(&h.finalize())
-}
-
 /// The entry names an STS object's Secret holds.
 pub(crate) fn entry_names(obj: &SealedStorageCred) -> Vec<String> {
     let mut n = vec![
@@ -445,6 +434,24 @@ pub(crate) async fn sync(
             .zip(annotation_time(&e.0, EXPIRES_AT_ANNOTATION)),
         _ => None,
     };
+    let recorded = existing
+        .as_ref()
+        .and_then(|e| {
+            e.0.metadata
+                .annotations
+                .as_ref()?
+                .get(RESTART_DIGEST_ANNOTATION)
+                .cloned()
+        })
+        .map_or(Restart::NotAsked, |digest| Restart::Digest {
+            digest,
+            first_record: false,
+        });
+    let had_digest = matches!(recorded, Restart::Digest { .. });
+    let asked = ctx
+        .workloads
+        .as_ref()
+        .is_some_and(|w| w.any_naming(namespace, secret_name));
     if let (Some(e), Some((issued, expires))) = (&existing, current) {
         let keys_match =
             e.0.data
@@ -457,14 +464,15 @@ pub(crate) async fn sync(
             )
             && is_subset(&secret_labels(obj), e.0.metadata.labels.as_ref());
         let refresh = refresh_time(issued, expires, plan.refresh_at, ctx.sts.min_refresh);
-        if fresh && now < refresh {
+        if fresh && now < refresh && (had_digest || !asked) {
             return Ok(Synced {
-                outcome: Outcome::Unchanged,
+                outcome: Outcome::Unchanged { restart: recorded },
                 credentials: credentials_status(issued, expires, &plan, &ctx.sts),
                 requeue: until(refresh),
             });
         }
     }
+    let existed = existing.is_some();
     drop(existing);
 
     let result = mint(obj, ctx, namespace, uid, &plan, has_source).await;
@@ -500,6 +508,28 @@ pub(crate) async fn sync(
     annotations.insert(ISSUED_AT_ANNOTATION.into(), ts(issued));
     annotations.insert(EXPIRES_AT_ANNOTATION.into(), ts(t.expires));
     debug_assert!(annotations.contains_key(SPEC_DIGEST_ANNOTATION));
+    let data = render(obj, &t);
+    // The keyed digest of the new values, where a workload asks for restarts
+    // (every refresh is a new value: the workloads roll).
+    let restart = if asked {
+        match ctx.digest_keys.key(namespace).await {
+            Ok(key) => Restart::Digest {
+                digest: restart_digest(
+                    &key,
+                    namespace,
+                    secret_name,
+                    data.iter().map(|(k, v)| (k, v.0.as_slice())),
+                ),
+                first_record: !had_digest && existed,
+            },
+            Err(e) => Restart::KeyFailed(e),
+        }
+    } else {
+        Restart::NotAsked
+    };
+    if let Restart::Digest { digest: d, .. } = &restart {
+        annotations.insert(RESTART_DIGEST_ANNOTATION.into(), d.clone());
+    }
     let mut desired = Wiped(Secret {
         metadata: ObjectMeta {
             name: Some(secret_name.to_string()),
@@ -510,7 +540,7 @@ pub(crate) async fn sync(
             ..ObjectMeta::default()
         },
         type_: Some(obj.spec.template.type_.clone()),
-        data: Some(render(obj, &t)),
+        data: Some(data),
         ..Secret::default()
     });
     let expires = t.expires;
@@ -523,6 +553,7 @@ pub(crate) async fn sync(
     Ok(Synced {
         outcome: Outcome::Written {
             content_changed: true,
+            restart,
         },
         credentials,
         requeue: until(refresh),
