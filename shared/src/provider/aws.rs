@@ -22,7 +22,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_kms::Client;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::DataKeySpec;
+use aws_sdk_kms::types::{DataKeySpec, EncryptionAlgorithmSpec};
 use zeroize::Zeroize;
 
 use super::{EncryptionContext, GeneratedKey, KeyProvider, ProviderError, ProviderErrorKind};
@@ -291,6 +291,71 @@ impl AwsKms {
         ProviderError::new(
             kind,
             format!("AWS KMS {op} with key {key} in {region} failed: {detail}{hint}"),
+        )
+    }
+}
+
+impl AwsKms {
+    /// KMS `Decrypt` of an RSA wrapping made offline with the key's public
+    /// half: `EncryptionAlgorithm = RSAES_OAEP_SHA_256`, `KeyId` = the
+    /// recorded ARN, and no EncryptionContext (asymmetric Decrypt takes none;
+    /// the caller checks the binding inside the plaintext). The plaintext is
+    /// returned in a zeroizing buffer.
+    pub async fn decrypt_rsa(
+        &self,
+        key_id: &str,
+        arn: &str,
+        ciphertext: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, ProviderError> {
+        let out = self
+            .client
+            .decrypt()
+            .key_id(arn)
+            .ciphertext_blob(Blob::new(ciphertext.to_vec()))
+            .encryption_algorithm(EncryptionAlgorithmSpec::RsaesOaepSha256)
+            .send()
+            .await
+            .map_err(|e| self.error("Decrypt", key_id, e))?;
+        if out.key_id.as_deref() != Some(arn) {
+            return Err(ProviderError::new(
+                ProviderErrorKind::Other,
+                format!("AWS KMS Decrypt with key {arn} answered for another key"),
+            ));
+        }
+        Ok(zeroize::Zeroizing::new(
+            out.plaintext.map(Blob::into_inner).unwrap_or_default(),
+        ))
+    }
+
+    /// KMS `GetPublicKey` for this provider's key, checked: an
+    /// `ENCRYPT_DECRYPT` RSA key offering `RSAES_OAEP_SHA_256`, recorded under
+    /// the key ARN KMS answered with.
+    pub async fn get_public_key(&self) -> Result<super::rsa::RsaPublicKey, ProviderError> {
+        let out = self
+            .client
+            .get_public_key()
+            .key_id(&self.key)
+            .send()
+            .await
+            .map_err(|e| self.error("GetPublicKey", &self.key, e))?;
+        let arn = self.checked_key_id("GetPublicKey", out.key_id.clone())?;
+        let der = out
+            .public_key
+            .as_ref()
+            .map(|b| b.as_ref().to_vec())
+            .unwrap_or_default();
+        let algorithms: Vec<&str> = out
+            .encryption_algorithms()
+            .iter()
+            .map(|a| a.as_str())
+            .collect();
+        super::rsa::RsaPublicKey::new(
+            &format!("AWS KMS key {}", self.key),
+            &arn,
+            out.key_usage().map(|u| u.as_str()).unwrap_or("(none)"),
+            out.key_spec().map(|s| s.as_str()).unwrap_or("(none)"),
+            &algorithms,
+            &der,
         )
     }
 }

@@ -1,14 +1,18 @@
 //! Key providers: who wraps and unwraps data keys.
 //!
-//! [`KeyProvider`] is the one trait; [`aws::AwsKms`] (AWS KMS) and
-//! [`local::LocalKey`] (a key file, for development and offline use) implement
+//! [`KeyProvider`] is the one trait; [`aws::AwsKms`] (AWS KMS),
+//! [`local::LocalKey`] (a key file, for development and offline use),
+//! [`rsa::RsaPublicKey`] (offline sealing with a KMS RSA public key) and
+//! [`kms_rsa::KmsRsa`] (opening those wrappings with KMS Decrypt) implement
 //! it. This module is the only place a data key crosses a process boundary:
 //! grep for `generate_data_key` and `unwrap` to find every KMS call.
 
 pub mod aws;
 pub mod aws_credentials;
 pub mod http;
+pub mod kms_rsa;
 pub mod local;
+pub mod rsa;
 
 use std::collections::BTreeMap;
 use std::fmt;
