@@ -84,15 +84,18 @@ impl Allowlist {
     }
 
     /// Whether `key_id` may be called. For an RSA wrapping
-    /// (`rsaes-oaep-sha256:ARN`) the key called is the ARN, and the ARN is
-    /// what is matched.
+    /// (`rsaes-oaep-sha256:ARN`) the key called is the ARN: an entry matching
+    /// the ARN allows it, as does one matching the whole key id.
     pub fn allows(&self, key_id: &str) -> bool {
-        let key_id = crate::provider::rsa::arn_of(key_id).unwrap_or(key_id);
+        let arn = crate::provider::rsa::arn_of(key_id);
         match &self.entries {
             None => true,
-            Some(list) => list.iter().any(|e| match e.strip_suffix('*') {
-                Some(prefix) => key_id.starts_with(prefix),
-                None => key_id == e,
+            Some(list) => list.iter().any(|e| {
+                let matches = |id: &str| match e.strip_suffix('*') {
+                    Some(prefix) => id.starts_with(prefix),
+                    None => id == e,
+                };
+                matches(key_id) || arn.is_some_and(matches)
             }),
         }
     }

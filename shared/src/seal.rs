@@ -63,6 +63,9 @@ impl Error {
             Error::Provider(p) => match p.kind {
                 ProviderErrorKind::Unavailable => "KmsUnavailable",
                 ProviderErrorKind::AccessDenied => "AccessDenied",
+                ProviderErrorKind::KeyDisabled => "KmsKeyDisabled",
+                ProviderErrorKind::KeyPendingDeletion => "KmsKeyPendingDeletion",
+                ProviderErrorKind::KeyInvalidState => "KmsKeyInvalidState",
                 ProviderErrorKind::InvalidCiphertext => "DecryptFailed",
                 ProviderErrorKind::KeyNotAllowed => "InvalidSpec",
                 ProviderErrorKind::NotFound | ProviderErrorKind::Other => "KmsError",
@@ -70,9 +73,11 @@ impl Error {
         }
     }
 
-    /// Whether retrying later may succeed.
+    /// Whether retrying later may succeed: KMS unreachable or throttling,
+    /// or a key in a state an operator can undo (disabled, pending deletion),
+    /// so the controller recovers on EnableKey without a restart.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Provider(p) if p.is_transient())
+        matches!(self, Error::Provider(p) if p.is_transient() || p.is_key_state())
     }
 }
 

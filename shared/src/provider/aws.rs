@@ -231,9 +231,14 @@ impl AwsKms {
                     "AccessDeniedException"
                     | "UnrecognizedClientException"
                     | "InvalidSignatureException"
-                    | "ExpiredTokenException"
-                    | "DisabledException"
-                    | "KMSInvalidStateException" => ProviderErrorKind::AccessDenied,
+                    | "ExpiredTokenException" => ProviderErrorKind::AccessDenied,
+                    "DisabledException" => ProviderErrorKind::KeyDisabled,
+                    "KMSInvalidStateException"
+                        if msg.to_ascii_lowercase().contains("pending deletion") =>
+                    {
+                        ProviderErrorKind::KeyPendingDeletion
+                    }
+                    "KMSInvalidStateException" => ProviderErrorKind::KeyInvalidState,
                     "InvalidCiphertextException" | "IncorrectKeyException" => {
                         ProviderErrorKind::InvalidCiphertext
                     }
@@ -277,16 +282,27 @@ impl AwsKms {
         };
         let hint = match kind {
             ProviderErrorKind::AccessDenied => {
-                " — check the caller's IAM policy and the key policy (kms:EncryptionContext conditions) and that the key is enabled"
+                " — check the caller's IAM policy and the key policy (kms:EncryptionContext conditions) and that the key is enabled".to_string()
+            }
+            ProviderErrorKind::KeyDisabled => format!(
+                " — the key is disabled: enable it (aws kms enable-key --key-id {key}) or re-seal under another key"
+            ),
+            ProviderErrorKind::KeyPendingDeletion => format!(
+                " — the key is scheduled for deletion: cancel it (aws kms cancel-key-deletion --key-id {key}, then enable-key) before the waiting period ends, or what only it wraps is lost"
+            ),
+            ProviderErrorKind::KeyInvalidState => {
+                " — the key is not usable in its current state (aws kms describe-key shows its KeyState)".to_string()
             }
             ProviderErrorKind::InvalidCiphertext => {
-                " — the object's namespace/name/scope differ from when it was sealed, or it was tampered with"
+                " — the object's namespace/name/scope differ from when it was sealed, or it was tampered with".to_string()
             }
-            ProviderErrorKind::NotFound => " — check the key id/alias, the account and AWS_REGION",
+            ProviderErrorKind::NotFound => {
+                " — check the key id/alias, the account and AWS_REGION".to_string()
+            }
             ProviderErrorKind::Unavailable => {
-                " — KMS endpoint unreachable or throttling; retry later"
+                " — KMS endpoint unreachable or throttling; retry later".to_string()
             }
-            _ => "",
+            _ => String::new(),
         };
         ProviderError::new(
             kind,
@@ -350,7 +366,7 @@ impl AwsKms {
             .map(|a| a.as_str())
             .collect();
         super::rsa::RsaPublicKey::new(
-            &format!("AWS KMS key {}", self.key),
+            &format!("AWS KMS GetPublicKey in {}", self.region),
             &arn,
             out.key_usage().map(|u| u.as_str()).unwrap_or("(none)"),
             out.key_spec().map(|s| s.as_str()).unwrap_or("(none)"),

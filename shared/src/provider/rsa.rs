@@ -149,7 +149,8 @@ fn bad_key(source: &str, msg: impl std::fmt::Display) -> ProviderError {
 
 impl RsaPublicKey {
     /// Checks a public key's description (from a file or from KMS
-    /// GetPublicKey). `source` names where it came from, for messages.
+    /// GetPublicKey). `source` names where it came from, for messages;
+    /// `algorithms` empty means the answer did not list them.
     pub fn new(
         source: &str,
         arn: &str,
@@ -180,7 +181,9 @@ impl RsaPublicKey {
                 ),
             ));
         };
-        if !algorithms.contains(&ALGORITHM) {
+        // AWS KMS lists the algorithms of every ENCRYPT_DECRYPT key; local-kms
+        // leaves the list out of GetPublicKey. An empty list is "not stated".
+        if !algorithms.is_empty() && !algorithms.contains(&ALGORITHM) {
             return Err(bad_key(
                 source,
                 format!("key {arn} does not offer {ALGORITHM}"),

@@ -77,6 +77,9 @@ pub fn class(e: &Error) -> String {
             "Provider.{}",
             match p.kind {
                 ProviderErrorKind::AccessDenied => "AccessDenied",
+                ProviderErrorKind::KeyDisabled => "KeyDisabled",
+                ProviderErrorKind::KeyPendingDeletion => "KeyPendingDeletion",
+                ProviderErrorKind::KeyInvalidState => "KeyInvalidState",
                 ProviderErrorKind::Unavailable => "Unavailable",
                 ProviderErrorKind::InvalidCiphertext => "InvalidCiphertext",
                 ProviderErrorKind::NotFound => "NotFound",
