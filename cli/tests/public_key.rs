@@ -377,3 +377,28 @@ fn a_disabled_key_gives_one_line_saying_what_to_do() {
     t.rt.block_on(t.kms.enable(&rsa));
     ok(&t.online(&["verify", "rsa.yaml"]));
 }
+
+/// local-kms enforces the EncryptionContext as AWS KMS does: a symmetric
+/// wrapping of an object edited into another namespace does not decrypt,
+/// while its RSA wrapping fails the binding check.
+#[test]
+fn symmetric_wrappings_are_bound_by_the_context_on_local_kms() {
+    let t = T::new();
+    let sym = t.rt.block_on(t.kms.symmetric_key());
+    let rsa = t.rsa_key();
+    t.pubkey(&rsa, "k.pubkey");
+    let secret = format!("secret_key={CANARY}");
+    let mut args = seal_args("s.yaml", &secret);
+    args.extend(["--kms", &sym, "--public-key", "k.pubkey"]);
+    ok(&t.online(&args));
+    let moved = t
+        .read("s.yaml")
+        .replace("namespace: flyte", "namespace: other");
+    assert_ne!(moved, t.read("s.yaml"));
+    std::fs::write(t.path("moved.yaml"), moved).unwrap();
+    let out = t.online(&["verify", "--only-key", &sym, "moved.yaml"]);
+    fails(&out, &["moved.yaml", "InvalidCiphertextException"]);
+    let rsa_id = format!("rsaes-oaep-sha256:{rsa}");
+    let out = t.online(&["verify", "--only-key", &rsa_id, "moved.yaml"]);
+    fails(&out, &["moved.yaml", "binding check does not match"]);
+}
