@@ -11,3 +11,6 @@ pub const ADOPT_ANNOTATION: &str = "sealcred.io/adopt";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`].
 pub const MANAGED_BY_VALUE: &str = "sealcred-controller";
+/// Annotation on the Secret: the restart digest of the values it was last written with
+/// (`crate::digest`), the value workloads' pod-template annotation is set to.
+pub const RESTART_DIGEST_ANNOTATION: &str = "sealcred.io/restart-digest";

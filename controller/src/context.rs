@@ -8,6 +8,7 @@ use kube::Client;
 use kube::api::ObjectMeta;
 use sealcred_shared::keyring::Keyring;
 
+use crate::digest::DigestKeys;
 use crate::events::Publisher;
 use crate::metrics::Metrics;
 use crate::restart::Workloads;
@@ -24,8 +25,10 @@ pub struct Context {
     pub(crate) failures: Mutex<HashMap<String, u32>>,
     /// uids whose Secret data changed and whose workloads are not all rolled yet.
     pub(crate) restarts_pending: Mutex<HashSet<String>>,
-    /// object uid → content digest whose restart pass completed in this process.
+    /// object uid → restart digest whose restart pass completed in this process.
     pub(crate) restarts_checked: Mutex<HashMap<String, String>>,
+    /// The restart-digest keys, per namespace.
+    pub(crate) digest_keys: DigestKeys,
     /// The workload caches (None with `--workload-restarts=false`).
     pub(crate) workloads: Option<Workloads>,
     /// Our own Secret writes, to drop their echo on the Secret watch.

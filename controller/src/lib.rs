@@ -6,6 +6,8 @@
 //! - [`reconcile`]: the one `reconcile` and the one `error_policy`.
 //! - [`materialize`]: the Secret an object becomes (type check, digests, when to write).
 //! - [`write`]: ownership, and the Secret write under the precondition that was checked.
+//! - [`refusal`]: a Secret write the API server refused (RBAC, admission, quota, an
+//!   immutable field), classified into a Ready=False reason, values redacted.
 //! - [`status`]: the Ready condition (server-side apply) and Events of an object.
 //! - [`context`]: what `reconcile` needs, and its memory between reconciles.
 //! - [`annotations`]: the labels and annotations the controller reads and writes.
@@ -15,6 +17,7 @@
 //! - [`leader`]: leader election on a `coordination.k8s.io` Lease.
 //! - [`http`]: the `/metrics`, `/healthz` and `/readyz` server.
 //! - [`harden`]: process hardening at start (no core dumps, not dumpable).
+//! - [`digest`]: the keyed restart digest of a Secret's values, and its per-namespace key.
 //! - [`restart`]: rolling restarts of workloads annotated `sealcred.io/restart-on-change`.
 //!
 //! Plaintext lives only in `SecretBytes` (from `sealcred_shared::secret`) until the
@@ -23,6 +26,7 @@
 
 pub mod annotations;
 pub mod context;
+pub mod digest;
 pub mod events;
 pub mod harden;
 pub mod http;
@@ -31,6 +35,7 @@ pub mod materialize;
 pub mod metrics;
 pub mod options;
 pub mod reconcile;
+pub mod refusal;
 pub mod restart;
 pub mod run;
 pub mod status;
@@ -52,6 +57,17 @@ pub enum Error {
     /// A Secret with the target name exists and is not ours to take over.
     #[error("{0}")]
     SecretConflict(String),
+    /// The API server refused the Secret write (RBAC, admission, quota, an immutable
+    /// field, validation). `reason` is one of [`refusal::REFUSAL_REASONS`]; `message`
+    /// names the API error's code and reason and never holds a value (see
+    /// [`refusal`]).
+    #[error("{message}")]
+    SecretWrite {
+        /// The Ready=False reason.
+        reason: &'static str,
+        /// What the API server said, values redacted.
+        message: String,
+    },
     /// The template asks for a Secret type not on `--secret-types`.
     #[error(
         "Secret type {0:?} is not allowed by this controller (its --secret-types); no Secret was written"
@@ -85,6 +101,7 @@ impl Error {
         match self {
             Error::Unseal(e) => e.reason(),
             Error::SecretConflict(_) => "SecretConflict",
+            Error::SecretWrite { reason, .. } => reason,
             Error::SecretTypeNotAllowed(_) => "SecretTypeNotAllowed",
             Error::InvalidObject(_) => "InvalidSpec",
             Error::Kube(_) => "KubeError",
@@ -96,13 +113,28 @@ impl Error {
         }
     }
 
-    /// Whether retrying soon may succeed (KMS unavailable, API errors).
+    /// Whether retrying soon may succeed by itself (KMS unavailable, API errors):
+    /// the object reports `Reconciling=True`. Every other failure needs someone to
+    /// act (fix the object, its key, RBAC, a policy, a quota) and reports
+    /// `Stalled=True` (kstatus: Failed; Argo CD: Degraded).
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Unseal(e) => e.is_transient(),
             Error::Kube(_) | Error::CacheNotReady(_) => true,
             _ => false,
         }
+    }
+
+    /// Whether the retry follows the exponential backoff (1 s, 2 s, 4 s … up to
+    /// `--max-backoff`): transient failures, and refused Secret writes, whose fix
+    /// (a RoleBinding, a policy, a quota) is made outside anything the controller
+    /// watches, so only a retry notices it.
+    /// So do KMS keys in an unusable state (disabled, pending deletion): the
+    /// fix (EnableKey, CancelKeyDeletion) is made in KMS.
+    pub fn backs_off(&self) -> bool {
+        self.is_transient()
+            || matches!(self, Error::SecretWrite { .. })
+            || matches!(self, Error::Unseal(e) if e.is_key_state())
     }
 }
 

@@ -36,8 +36,11 @@ use sha2::{Digest, Sha256};
 use tracing::info;
 use zeroize::Zeroize;
 
-use crate::annotations::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_DIGEST_ANNOTATION};
+use crate::annotations::{
+    MANAGED_BY_LABEL, MANAGED_BY_VALUE, RESTART_DIGEST_ANNOTATION, SPEC_DIGEST_ANNOTATION,
+};
 use crate::context::Context;
+use crate::digest::restart_digest;
 use crate::support::hex;
 use crate::write::{Checked, write};
 use crate::{Error, Result};
@@ -134,14 +137,28 @@ fn check_type(obj: &SealedStorageCred, ctx: &Context) -> Result<()> {
 }
 
 /// What a successful reconciliation did.
-#[derive(Clone, Copy)]
 pub(crate) enum Outcome {
     /// The Secret was written; `content_changed`: its data differs from before (or it
     /// is new). Decided in-process from the data digests, which never leave it.
     Written {
         content_changed: bool,
+        restart: Restart,
     },
-    Unchanged,
+    Unchanged {
+        restart: Restart,
+    },
+}
+
+/// The restart digest a write recorded on the Secret (or the one an unchanged Secret
+/// carries), for the restart pass.
+pub(crate) enum Restart {
+    /// No workload names the Secret (or restarts are off): no digest was computed.
+    NotAsked,
+    /// The digest (`crate::digest`); `first_record`: the Secret carried none before
+    /// this write (see `crate::restart::needs_restart`).
+    Digest { digest: String, first_record: bool },
+    /// The namespace's digest key could not be had: the restart pass fails with this.
+    KeyFailed(Error),
 }
 
 /// Brings the Secret in line with the object. Plaintext lives in `Opened` and in
@@ -162,18 +179,38 @@ pub(crate) async fn sync_secret(
         .map_err(Error::Kube)?
         .map(Wiped);
     let checked = Checked::of(existing.as_ref().map(|e| &e.0), uid, secret_name)?;
+    let recorded = existing
+        .as_ref()
+        .and_then(|e| {
+            e.0.metadata
+                .annotations
+                .as_ref()?
+                .get(RESTART_DIGEST_ANNOTATION)
+                .cloned()
+        })
+        .map_or(Restart::NotAsked, |digest| Restart::Digest {
+            digest,
+            first_record: false,
+        });
+    let had_digest = matches!(recorded, Restart::Digest { .. });
+    // Restarts asked for this Secret: it must carry a restart digest to be up to date.
+    let asked = ctx
+        .workloads
+        .as_ref()
+        .is_some_and(|w| w.any_naming(namespace, secret_name));
     if let (Some(existing), Checked::Owned(_)) = (&existing, &checked)
         && up_to_date(&existing.0, obj, &digest)
+        && (had_digest || !asked)
     {
         let data = existing.0.data.as_ref();
         let now = data_digest(data.into_iter().flatten().map(|(k, v)| (k, v.0.as_slice())));
         let mut digests = ctx.data_digests.lock().unwrap();
         match digests.get(uid) {
-            Some(known) if *known == now => return Ok(Outcome::Unchanged),
+            Some(known) if *known == now => return Ok(Outcome::Unchanged { restart: recorded }),
             // First sight since start: trust the spec digest (no KMS call).
             None => {
                 digests.insert(uid.to_string(), now);
-                return Ok(Outcome::Unchanged);
+                return Ok(Outcome::Unchanged { restart: recorded });
             }
             Some(_) => info!("the Secret's data was changed outside the controller; restoring"),
         }
@@ -191,6 +228,30 @@ pub(crate) async fn sync_secret(
             .iter()
             .map(|(k, v): (&String, &SecretBytes)| (k, v.expose())),
     );
+    // The keyed digest of the values, only where a workload asks for restarts.
+    let restart = if asked {
+        match ctx.digest_keys.key(namespace).await {
+            Ok(key) => Restart::Digest {
+                digest: restart_digest(
+                    &key,
+                    namespace,
+                    secret_name,
+                    opened
+                        .entries
+                        .iter()
+                        .map(|(k, v): (&String, &SecretBytes)| (k, v.expose())),
+                ),
+                first_record: !had_digest && before.is_some(),
+            },
+            Err(e) => Restart::KeyFailed(e),
+        }
+    } else {
+        Restart::NotAsked
+    };
+    let mut annotations = secret_annotations(obj, &digest);
+    if let Restart::Digest { digest: d, .. } = &restart {
+        annotations.insert(RESTART_DIGEST_ANNOTATION.into(), d.clone());
+    }
     let owner = obj
         .controller_owner_ref(&())
         .ok_or_else(|| Error::InvalidObject("no uid".into()))?;
@@ -206,7 +267,7 @@ pub(crate) async fn sync_secret(
             name: Some(secret_name.to_string()),
             namespace: Some(namespace.to_string()),
             labels: Some(secret_labels(obj)),
-            annotations: Some(secret_annotations(obj, &digest)),
+            annotations: Some(annotations),
             owner_references: Some(vec![owner]),
             ..ObjectMeta::default()
         },
@@ -224,6 +285,7 @@ pub(crate) async fn sync_secret(
         .insert(uid.to_string(), written_digest);
     Ok(Outcome::Written {
         content_changed: before != Some(written_digest),
+        restart,
     })
 }
 

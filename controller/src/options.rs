@@ -103,7 +103,8 @@ pub struct Options {
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
 
-    /// Longest wait between retries of a transient failure (KMS unavailable), in seconds.
+    /// Longest wait between retries of a transient failure (KMS unavailable) or a refused
+    /// Secret write (RBAC, admission, quota), in seconds.
     #[arg(long = "max-backoff", default_value_t = 300)]
     pub max_backoff_secs: u64,
 

@@ -10,9 +10,9 @@ use sealcred_shared::crd::{SealedStorageCred, SealedStorageCredStatus};
 use tracing::{debug, info, instrument, warn};
 
 use crate::context::Context;
-use crate::materialize::{Outcome, sync_secret};
-use crate::restart::{Restarter, Workloads, content_digest};
-use crate::status::{publish, ready_condition, write_status};
+use crate::materialize::{Outcome, Restart, sync_secret};
+use crate::restart::Restarter;
+use crate::status::{Health, conditions, publish, write_status};
 use crate::{Error, Result};
 
 /// Requeue of a healthy object is `--resync`; of a conflict, this.
@@ -21,18 +21,45 @@ const CONFLICT_REQUEUE: Duration = Duration::from_secs(60);
 const SLOW_REQUEUE: Duration = Duration::from_secs(300);
 
 /// Rolls the workloads that name the Secret in `sealcred.io/restart-on-change` (see
-/// [`crate::restart`]). A failure is returned (the reconcile is retried with backoff)
-/// and the change stays pending in memory, so the retry still rolls workloads that
-/// carry no digest yet.
+/// [`crate::restart`]) to the Secret's restart digest ([`crate::digest`]). A failure
+/// is returned (the reconcile is retried with backoff) and the change stays pending in
+/// memory, so the retry still rolls workloads that carry no digest yet. Without a
+/// digest (no workload named the Secret when it was written, or a Secret written by an
+/// older controller) there is nothing to roll to until the next write.
 async fn restart_workloads(
     obj: &SealedStorageCred,
     ctx: &Context,
-    workloads: &Workloads,
     namespace: &str,
     uid: &str,
     secret_name: &str,
     content_changed: bool,
+    restart: Restart,
 ) -> Result<()> {
+    let Some(workloads) = &ctx.workloads else {
+        return Ok(());
+    };
+    let (digest, first_record) = match restart {
+        Restart::NotAsked => return Ok(()),
+        Restart::Digest {
+            digest,
+            first_record,
+        } => (digest, first_record),
+        Restart::KeyFailed(e) => {
+            if content_changed {
+                // Roll at the retry that gets the key (it finds the values unchanged).
+                ctx.restarts_pending.lock().unwrap().insert(uid.to_string());
+            }
+            publish(
+                ctx,
+                obj,
+                EventType::Warning,
+                "RestartFailed",
+                format!("rolling the workloads that use Secret {secret_name} failed: {e}"),
+            )
+            .await;
+            return Err(e);
+        }
+    };
     let pending = {
         let mut p = ctx.restarts_pending.lock().unwrap();
         if content_changed {
@@ -40,7 +67,6 @@ async fn restart_workloads(
         }
         p.contains(uid)
     };
-    let digest = content_digest(obj, namespace);
     if !pending
         && ctx
             .restarts_checked
@@ -59,7 +85,7 @@ async fn restart_workloads(
         metrics: &ctx.metrics,
     };
     let restarted = match restarter
-        .restart_for(namespace, secret_name, &digest, pending)
+        .restart_for(namespace, secret_name, &digest, pending, first_record)
         .await
     {
         Ok(r) => r,
@@ -125,37 +151,26 @@ pub async fn reconcile(obj: Arc<SealedStorageCred>, ctx: Arc<Context>) -> Result
             );
             let status = SealedStorageCredStatus {
                 observed_generation: generation,
-                conditions: vec![ready_condition(
-                    prev,
-                    true,
-                    "Unsealed",
-                    message.clone(),
-                    generation,
-                )],
+                conditions: conditions(prev, Health::Ready, "Unsealed", &message, generation),
                 secret_name: Some(secret_name.clone()),
                 entries,
             };
             write_status(&obj, &ctx, status).await?;
-            let label = match outcome {
-                Outcome::Written { .. } => {
+            let (label, changed, restart) = match outcome {
+                Outcome::Written {
+                    content_changed,
+                    restart,
+                } => {
                     info!(secret = %secret_name, "wrote the Secret");
                     publish(&ctx, &obj, EventType::Normal, "Unsealed", message).await;
-                    "written"
+                    ("written", content_changed, restart)
                 }
-                Outcome::Unchanged => {
+                Outcome::Unchanged { restart } => {
                     debug!(secret = %secret_name, "the Secret is up to date");
-                    "unchanged"
+                    ("unchanged", false, restart)
                 }
             };
-            if let Some(w) = &ctx.workloads {
-                let changed = matches!(
-                    outcome,
-                    Outcome::Written {
-                        content_changed: true
-                    }
-                );
-                restart_workloads(&obj, &ctx, w, &namespace, &uid, &secret_name, changed).await?;
-            }
+            restart_workloads(&obj, &ctx, &namespace, &uid, &secret_name, changed, restart).await?;
             ctx.metrics.reconciled(label);
             Ok(Action::requeue(ctx.resync))
         }
@@ -164,13 +179,17 @@ pub async fn reconcile(obj: Arc<SealedStorageCred>, ctx: Arc<Context>) -> Result
             let message = err.to_string();
             let status = SealedStorageCredStatus {
                 observed_generation: generation,
-                conditions: vec![ready_condition(
+                conditions: conditions(
                     prev,
-                    false,
+                    if err.is_transient() {
+                        Health::Transient
+                    } else {
+                        Health::Permanent
+                    },
                     reason,
-                    message.clone(),
+                    &message,
                     generation,
-                )],
+                ),
                 secret_name: Some(secret_name),
                 entries: prev.map(|s| s.entries.clone()).unwrap_or_default(),
             };
@@ -198,7 +217,7 @@ pub fn backoff_delay(attempt: u32, cap: Duration) -> Duration {
 pub fn error_policy(obj: Arc<SealedStorageCred>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconciled(err.reason());
     let uid = obj.uid().unwrap_or_default();
-    let delay = if err.is_transient() {
+    let delay = if err.backs_off() {
         let mut failures = ctx.failures.lock().unwrap();
         let n = failures.entry(uid).or_insert(0);
         *n = n.saturating_add(1);

@@ -2,9 +2,9 @@
 //!
 //! A Deployment, StatefulSet or DaemonSet annotated
 //! `sealcred.io/restart-on-change: "<secret>[,<secret>...]"` is rolled when the sealed
-//! content of a named Secret changes: the controller sets the pod-template annotation
-//! `sealcred.io/restarted-for-<secret>` to the Secret's [`content_digest`] with a JSON
-//! merge patch (field manager [`crate::FIELD_MANAGER`]), which the workload's own
+//! values of a named Secret change: the controller sets the pod-template annotation
+//! `sealcred.io/restarted-for-<secret>` to the Secret's restart digest
+//! ([`crate::digest`], a keyed digest of the values) with a JSON merge patch (field manager [`crate::FIELD_MANAGER`]), which the workload's own
 //! controller turns into a rolling update.
 //!
 //! When to patch, per workload naming the Secret:
@@ -15,10 +15,9 @@
 //! - it is absent: patch only if this controller has just changed the Secret's data
 //!   (a newly annotated workload is not rolled by a resync or a controller restart).
 //!
-//! The digest covers the sealed entries only (names, data-key ids, nonces and
-//! ciphertexts): never plaintext, and unchanged by `sealcred rotate --add-kms /
-//! --remove-kms`, which rewraps data keys without changing any value, or by edits of
-//! the Secret's labels or annotations.
+//! The digest covers the entry names and values only, keyed: unchanged by a rotate, a
+//! rewrap or a re-seal of the same values (new ciphertext), or by edits of the Secret's
+//! labels or annotations.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -34,7 +33,6 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use sealcred_shared::crd::SealedStorageCred;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -53,21 +51,6 @@ pub const RESTARTED_FOR_PREFIX: &str = "sealcred.io/restarted-for-";
 
 /// The longest name part of an annotation key.
 const MAX_NAME_PART: usize = 63;
-
-/// SHA-256 (hex) of the object's namespace/name and its sealed entries (names,
-/// data-key ids, nonces, ciphertexts): changes exactly when the sealed values change.
-/// Computed from ciphertext only, never from plaintext.
-pub fn content_digest(obj: &SealedStorageCred, namespace: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(b"sealcred.io/content-digest/v1\n");
-    h.update(namespace.as_bytes());
-    h.update(b"\n");
-    h.update(obj.name_any().as_bytes());
-    h.update(b"\n");
-    // A BTreeMap of structs: serializes in a canonical order.
-    h.update(serde_json::to_vec(&obj.spec.entries).unwrap_or_default());
-    hex(&h.finalize())
-}
 
 /// The pod-template annotation key for `secret`: `sealcred.io/restarted-for-<secret>`,
 /// or, when that name part would exceed 63 characters, the name cut short and
@@ -90,11 +73,21 @@ pub fn names_secret(annotations: &BTreeMap<String, String>, secret: &str) -> boo
         .is_some_and(|v| v.split(',').any(|s| s.trim() == secret))
 }
 
-/// What to do with one workload (see the module documentation).
-pub fn needs_restart(current: Option<&str>, digest: &str, content_changed: bool) -> bool {
+/// What to do with one workload (see the module documentation). `first_record`: the
+/// Secret carried no restart digest before this write (written by an older controller,
+/// or while no workload named it), so a workload's other value is not an older digest
+/// of ours and is left alone unless the values changed.
+pub fn needs_restart(
+    current: Option<&str>,
+    digest: &str,
+    content_changed: bool,
+    first_record: bool,
+) -> bool {
     match current {
-        Some(v) => v != digest,
-        None => content_changed,
+        Some(v) if v == digest => false,
+        _ if content_changed => true,
+        Some(_) => !first_record,
+        None => false,
     }
 }
 
@@ -176,6 +169,33 @@ impl Workloads {
     }
 }
 
+/// Whether any workload of `namespace` in `store` names `secret` (true while the
+/// cache has not synced: it may).
+fn any_naming<K>(store: &Store<PartialObjectMeta<K>>, namespace: &str, secret: &str) -> bool
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    if !matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))) {
+        return true;
+    }
+    store
+        .find(|m| {
+            m.metadata.namespace.as_deref() == Some(namespace)
+                && names_secret(m.annotations(), secret)
+        })
+        .is_some()
+}
+
+impl Workloads {
+    /// Whether a Deployment, StatefulSet or DaemonSet of `namespace` names `secret` in
+    /// `sealcred.io/restart-on-change` (from the caches; true while they sync).
+    pub fn any_naming(&self, namespace: &str, secret: &str) -> bool {
+        any_naming(&self.deployments, namespace, secret)
+            || any_naming(&self.statefulsets, namespace, secret)
+            || any_naming(&self.daemonsets, namespace, secret)
+    }
+}
+
 /// The names of the workloads of `namespace` in `store` that name `secret`.
 fn naming<K>(
     store: &Store<PartialObjectMeta<K>>,
@@ -211,10 +231,12 @@ where
 struct Target<'a> {
     namespace: &'a str,
     secret: &'a str,
-    /// Its content digest (the pod-template annotation's value).
+    /// Its restart digest (the pod-template annotation's value).
     digest: &'a str,
     /// This reconcile has just changed the Secret's data.
     content_changed: bool,
+    /// The digest was recorded on the Secret for the first time.
+    first_record: bool,
 }
 
 /// What the restart pass needs from the controller.
@@ -231,19 +253,22 @@ pub struct Restarter<'a> {
 
 impl Restarter<'_> {
     /// Rolls every workload of `namespace` that names `secret` and needs it.
-    /// `content_changed`: this reconcile has just changed the Secret's data.
+    /// `content_changed`: this reconcile has just changed the Secret's data;
+    /// `first_record`: see [`needs_restart`].
     pub async fn restart_for(
         &self,
         namespace: &str,
         secret: &str,
         digest: &str,
         content_changed: bool,
+        first_record: bool,
     ) -> Result<Vec<Restarted>> {
         let t = Target {
             namespace,
             secret,
             digest,
             content_changed,
+            first_record,
         };
         let w = self.workloads;
         let mut done = Vec::new();
@@ -283,6 +308,7 @@ impl Restarter<'_> {
             secret,
             digest,
             content_changed,
+            first_record,
         } = *t;
         let kind = <K as ApiResource>::KIND;
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
@@ -293,7 +319,12 @@ impl Restarter<'_> {
                 continue;
             };
             let current = template_annotations(&workload).and_then(|a| a.get(&key));
-            if !needs_restart(current.map(String::as_str), digest, content_changed) {
+            if !needs_restart(
+                current.map(String::as_str),
+                digest,
+                content_changed,
+                first_record,
+            ) {
                 continue;
             }
             let patch = json!({
@@ -312,7 +343,7 @@ impl Restarter<'_> {
                 type_: EventType::Normal,
                 reason: "SecretChanged".into(),
                 note: Some(format!(
-                    "Secret {secret} changed (content digest {}…): rolling restart through the pod-template annotation {key}",
+                    "Secret {secret} changed (restart digest {}…): rolling restart through the pod-template annotation {key}",
                     &digest[..12.min(digest.len())]
                 )),
                 action: "Restart".into(),
@@ -366,10 +397,15 @@ mod tests {
 
     #[test]
     fn restart_only_on_a_real_change() {
-        assert!(!needs_restart(Some("d1"), "d1", true));
-        assert!(!needs_restart(Some("d1"), "d1", false));
-        assert!(needs_restart(Some("d0"), "d1", false));
-        assert!(needs_restart(None, "d1", true));
-        assert!(!needs_restart(None, "d1", false));
+        for first in [false, true] {
+            assert!(!needs_restart(Some("d1"), "d1", true, first));
+            assert!(!needs_restart(Some("d1"), "d1", false, first));
+            assert!(needs_restart(None, "d1", true, first));
+            assert!(!needs_restart(None, "d1", false, first));
+            assert!(needs_restart(Some("d0"), "d1", true, first));
+        }
+        // An older digest of ours: catch up. Another controller's value, first record: keep.
+        assert!(needs_restart(Some("d0"), "d1", false, false));
+        assert!(!needs_restart(Some("d0"), "d1", false, true));
     }
 }

@@ -242,6 +242,7 @@ pub async fn run(
         failures: Mutex::new(HashMap::new()),
         restarts_pending: Mutex::new(HashSet::new()),
         restarts_checked: Mutex::new(HashMap::new()),
+        digest_keys: crate::digest::DigestKeys::new(client.clone()),
         workloads: opts
             .workload_restarts
             .then(|| Workloads::start(&client, opts.namespace.as_deref())),

@@ -11,16 +11,28 @@ use tracing::warn;
 use crate::context::Context;
 use crate::{Error, FIELD_MANAGER, Result};
 
-pub(crate) fn ready_condition(
+/// Whether a failed reconcile will be retried until it fixes itself
+/// (`Reconciling`), or needs someone to act (`Stalled`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Unsealed, Secret written: `Ready=True` only.
+    Ready,
+    /// `Ready=False` and `Reconciling=True` (kstatus: InProgress).
+    Transient,
+    /// `Ready=False` and `Stalled=True` (kstatus: Failed).
+    Permanent,
+}
+
+fn condition(
     prev: Option<&SealedStorageCredStatus>,
-    ok: bool,
+    type_: &str,
+    status: &str,
     reason: &str,
-    message: String,
+    message: &str,
     generation: Option<i64>,
 ) -> Condition {
-    let status = if ok { "True" } else { "False" };
     let last_transition_time = prev
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
         .filter(|c| c.status == status)
         .map(|c| c.last_transition_time.clone())
         .unwrap_or_else(|| {
@@ -30,13 +42,48 @@ pub(crate) fn ready_condition(
                 .unwrap_or_default()
         });
     Condition {
-        type_: "Ready".into(),
+        type_: type_.into(),
         status: status.into(),
         reason: reason.into(),
-        message,
+        message: message.into(),
         last_transition_time,
         observed_generation: generation,
     }
+}
+
+/// The conditions of an object, following kstatus' conventions
+/// (sigs.k8s.io/cli-utils, what Flux reads): `Ready` always; `Reconciling=True`
+/// beside a transient failure and `Stalled=True` beside a permanent one, each with
+/// the same reason and message; neither (absent, as kstatus' "abnormal-true"
+/// conditions should be) when Ready.
+pub(crate) fn conditions(
+    prev: Option<&SealedStorageCredStatus>,
+    health: Health,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    let ready = if health == Health::Ready {
+        "True"
+    } else {
+        "False"
+    };
+    let mut out = vec![condition(prev, "Ready", ready, reason, message, generation)];
+    match health {
+        Health::Ready => {}
+        Health::Transient => out.push(condition(
+            prev,
+            "Reconciling",
+            "True",
+            reason,
+            message,
+            generation,
+        )),
+        Health::Permanent => out.push(condition(
+            prev, "Stalled", "True", reason, message, generation,
+        )),
+    }
+    out
 }
 
 /// Writes the status with server-side apply on the status subresource, unless
@@ -90,5 +137,43 @@ pub(crate) async fn publish(
     };
     if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&())).await {
         warn!(error = %e, "publishing an event failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kstatus_conditions_beside_ready() {
+        let types = |h| {
+            conditions(None, h, "R", "m", Some(2))
+                .into_iter()
+                .map(|c| (c.type_, c.status))
+                .collect::<Vec<_>>()
+        };
+        let s = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(types(Health::Ready), [s("Ready", "True")]);
+        assert_eq!(
+            types(Health::Transient),
+            [s("Ready", "False"), s("Reconciling", "True")]
+        );
+        assert_eq!(
+            types(Health::Permanent),
+            [s("Ready", "False"), s("Stalled", "True")]
+        );
+        // The transition time of an unchanged condition is kept.
+        let mut prev = SealedStorageCredStatus {
+            conditions: conditions(None, Health::Permanent, "R", "m", Some(1)),
+            ..Default::default()
+        };
+        for c in &mut prev.conditions {
+            c.last_transition_time = "2020-01-01T00:00:00Z".into();
+        }
+        let next = conditions(Some(&prev), Health::Permanent, "R2", "m2", Some(2));
+        assert!(
+            next.iter()
+                .all(|c| c.last_transition_time == "2020-01-01T00:00:00Z")
+        );
     }
 }

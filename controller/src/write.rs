@@ -7,6 +7,9 @@
 //! - an owned or adoptable Secret at resourceVersion R: **server-side apply with
 //!   `metadata.resourceVersion: R`**, which fails (409) if it changed since.
 //!
+//! Any other API error that retrying alone will not fix (403, 422, ...) is a
+//! refusal ([`crate::refusal`]): Ready=False with its reason, the last Secret kept.
+//!
 //! On a failed precondition the Secret is read again and its ownership re-checked:
 //! not ours any more → `SecretConflict`, left untouched; still ours → written again
 //! (the plaintext is still in memory: no second KMS call), at most
@@ -27,6 +30,7 @@ use serde_json::{Map, Value, json};
 use crate::annotations::ADOPT_ANNOTATION;
 use crate::context::OwnWrites;
 use crate::materialize::Wiped;
+use crate::refusal::refusal;
 use crate::{Error, FIELD_MANAGER, Result};
 
 /// Writes attempted before giving up (each after a failed precondition).
@@ -133,7 +137,7 @@ pub(crate) async fn write(
                         checked = recheck(api, &name, uid).await?;
                         continue;
                     }
-                    Err(e) => return Err(Error::Kube(e)),
+                    Err(e) => return Err(refusal(&name, e, desired.0.data.as_ref())),
                 }
             }
             Checked::Owned(rv) => Some(rv.clone()),
@@ -158,7 +162,7 @@ pub(crate) async fn write(
                 checked = recheck(api, &name, uid).await?;
                 continue;
             }
-            Err(e) => return Err(Error::Kube(e)),
+            Err(e) => return Err(refusal(&name, e, desired.0.data.as_ref())),
         };
         record(&applied);
         if exclusive {
@@ -170,7 +174,7 @@ pub(crate) async fn write(
                     checked = recheck(api, &name, uid).await?;
                     continue;
                 }
-                Err(e) => return Err(Error::Kube(e)),
+                Err(e) => return Err(refusal(&name, e, desired.0.data.as_ref())),
             }
         }
         desired.0.metadata.resource_version = None;

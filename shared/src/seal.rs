@@ -73,11 +73,17 @@ impl Error {
         }
     }
 
-    /// Whether retrying later may succeed: KMS unreachable or throttling,
-    /// or a key in a state an operator can undo (disabled, pending deletion),
-    /// so the controller recovers on EnableKey without a restart.
+    /// Whether retrying later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Provider(p) if p.is_transient() || p.is_key_state())
+        matches!(self, Error::Provider(p) if p.is_transient())
+    }
+
+    /// Whether a KMS key's state is the problem (disabled, pending deletion,
+    /// another unusable state): someone must act in KMS, and a retry is what
+    /// notices the fix (the controller backs off, then recovers on EnableKey
+    /// without a restart).
+    pub fn is_key_state(&self) -> bool {
+        matches!(self, Error::Provider(p) if p.is_key_state())
     }
 }
 

@@ -371,5 +371,21 @@ async fn the_controller_token_is_confined_by_the_admission_policy() {
         rolled(first.clone())
     })
     .await;
+    // The controller created the namespace's restart-digest key under the policy; the
+    // token may not change it afterwards.
+    admin_secrets
+        .get("sealcred-restart-digest-key")
+        .await
+        .expect("the restart-digest key Secret");
+    denied(
+        "update of the restart-digest key",
+        merge(
+            &secrets,
+            "sealcred-restart-digest-key",
+            json!({"stringData": {"key": "chosen"}}),
+        )
+        .await,
+        "only Secrets labelled",
+    );
     controller.stop().await.unwrap();
 }

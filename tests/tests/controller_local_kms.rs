@@ -84,6 +84,17 @@ fn args(ns: &str, allow: &[&str]) -> Vec<String> {
     a
 }
 
+/// The status of condition `type_` (`None` when absent).
+async fn condition(client: &kube::Client, ns: &str, name: &str, type_: &str) -> Option<String> {
+    let obj = Api::<SealedStorageCred>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap();
+    let status = obj.status?;
+    let c = status.conditions.iter().find(|c| c.type_ == type_)?;
+    Some(c.status.clone())
+}
+
 async fn message(client: &kube::Client, ns: &str, name: &str) -> String {
     let obj = Api::<SealedStorageCred>::namespaced(client.clone(), ns)
         .get(name)
@@ -237,6 +248,11 @@ async fn key_state_scenario(
         for s in says {
             assert!(m.contains(s), "{obj}: {s:?} not in {m}");
         }
+        // Someone must act (kstatus: Stalled), though the controller keeps retrying.
+        assert_eq!(
+            condition(&client, &ns, obj, "Stalled").await.as_deref(),
+            Some("True")
+        );
         // The Secret is kept as it was.
         assert_eq!(
             secret_data(&client, &ns, obj).await,

@@ -83,6 +83,19 @@ const CALLS: &[Call] = &[
         grants: &[("", "secrets", "get")],
     },
     Call {
+        file: "digest.rs",
+        call: ".get_opt(",
+        what: "read the namespace's restart-digest key Secret",
+        grants: &[("", "secrets", "get")],
+    },
+    Call {
+        file: "digest.rs",
+        call: ".create(",
+        what: "create the namespace's restart-digest key Secret the first time a workload asks \
+               for restarts (create-only)",
+        grants: &[("", "secrets", "create")],
+    },
+    Call {
         file: "status.rs",
         call: ".patch_status(",
         what: "server-side apply of the status",

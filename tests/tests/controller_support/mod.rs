@@ -2,6 +2,8 @@
 //! test KMS (moto), running the controller in-process, and waiting for conditions.
 #![allow(dead_code)]
 
+pub mod health;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
