@@ -157,6 +157,14 @@ pub enum Command {
     /// keys), or with --add-kms/--remove-kms change only the wrapping keys;
     /// each file is rewritten atomically.
     Rotate(RotateArgs),
+    /// Rotate the IAM user access key sealed in a file, in two steps: `start`
+    /// creates a new key (iam:CreateAccessKey) and merges it into the file (no
+    /// kms:Decrypt with -n/--name and --kms); after the file is applied and the
+    /// controller runs the new Secret, `finish` deactivates and deletes the old
+    /// key. Each step is idempotent and resumable; the state (user, old and new
+    /// key ids: not secret) is kept in the file's annotations. Never prints a
+    /// value. See docs/rotation.md.
+    RotateAccessKey(RotateAccessKeyArgs),
     /// Pre-commit guard: fail on plaintext Secret manifests, and on files under a
     /// creation rule's path that hold values without being sealed. Prints
     /// names and positions, never content. See docs/git.md.
@@ -225,6 +233,48 @@ pub struct RotateArgs {
     /// calls are retried with backoff).
     #[arg(long, default_value_t = 8, value_parser = concurrency)]
     pub concurrency: usize,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+}
+
+/// The steps of `rotate-access-key`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AccessKeyStep {
+    /// Create the new key and seal it into the file.
+    Start,
+    /// Deactivate, then delete, the old key (once the new Secret is live).
+    Finish,
+}
+
+/// `sealcred rotate-access-key` arguments.
+#[derive(Args, Debug)]
+pub struct RotateAccessKeyArgs {
+    /// `start` or `finish`.
+    #[arg(value_enum)]
+    pub step: AccessKeyStep,
+    /// The sealed file (one SealedStorageCred).
+    pub file: PathBuf,
+    /// The IAM user whose key is sealed in the file (`start`; `finish` reads it
+    /// from the file and checks it if given).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The entry holding the access key id (default: the first of
+    /// AWS_ACCESS_KEY_ID, aws_access_key_id, FLYTE_AWS_ACCESS_KEY_ID, access_key
+    /// the file has).
+    #[arg(long, value_name = "ENTRY")]
+    pub id_entry: Option<String>,
+    /// The entry holding the secret access key (default: the partner of the id entry).
+    #[arg(long, value_name = "ENTRY")]
+    pub secret_entry: Option<String>,
+    /// The object's name, to merge without kms:Decrypt (with -n and --kms).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The object's namespace, to merge without kms:Decrypt.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// The kubeconfig context `finish` checks the controller's status in.
+    #[arg(long)]
+    pub context: Option<String>,
     #[command(flatten)]
     pub keys: KeyArgs,
 }

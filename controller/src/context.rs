@@ -37,6 +37,8 @@ pub struct Context {
     pub(crate) secret_types: Vec<String>,
     pub(crate) resync: Duration,
     pub(crate) max_backoff: Duration,
+    /// `--sts-role-allow`, `--sts-endpoint`, `--sts-min-refresh`.
+    pub(crate) sts: crate::sts::StsConfig,
 }
 
 /// The resourceVersions of the Secrets this process has just written, keyed by

@@ -9,7 +9,9 @@
 //! - [`refusal`]: a Secret write the API server refused (RBAC, admission, quota, an
 //!   immutable field), classified into a Ready=False reason, values redacted.
 //! - [`status`]: the Ready condition (server-side apply) and Events of an object.
+//! - [`sts`]: short-lived credentials from AWS STS (`spec.sts`).
 //! - [`context`]: what `reconcile` needs, and its memory between reconciles.
+//! - [`audit`]: the audit trail, one structured log line per unseal.
 //! - [`annotations`]: the labels and annotations the controller reads and writes.
 //! - [`events`]: Events, with series and a small bounded cache.
 //! - [`options`]: the command-line flags (also used by the tests to configure a run).
@@ -25,6 +27,7 @@
 #![deny(missing_docs)]
 
 pub mod annotations;
+pub mod audit;
 pub mod context;
 pub mod digest;
 pub mod events;
@@ -39,6 +42,7 @@ pub mod refusal;
 pub mod restart;
 pub mod run;
 pub mod status;
+pub mod sts;
 mod support;
 pub mod write;
 
@@ -93,6 +97,17 @@ pub enum Error {
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(#[source] std::io::Error),
+    /// Short-lived credentials (`spec.sts`) could not be made; `reason` is the
+    /// Ready=False reason, `message` one line without any value.
+    #[error("{message}")]
+    Sts {
+        /// `StsRoleNotAllowed`, `StsInvalidSpec`, `StsUnavailable`, `StsError`, `CredentialsExpired`.
+        reason: &'static str,
+        /// What happened and what to do.
+        message: String,
+        /// Whether retrying soon may help (STS unreachable or throttling).
+        transient: bool,
+    },
 }
 
 impl Error {
@@ -110,6 +125,7 @@ impl Error {
             Error::Config(_) => "Config",
             Error::Http(_) => "Http",
             Error::CacheNotReady(_) => "CacheNotReady",
+            Error::Sts { reason, .. } => reason,
         }
     }
 
@@ -121,6 +137,7 @@ impl Error {
         match self {
             Error::Unseal(e) => e.is_transient(),
             Error::Kube(_) | Error::CacheNotReady(_) => true,
+            Error::Sts { transient, .. } => *transient,
             _ => false,
         }
     }

@@ -29,9 +29,7 @@ fn main() -> ExitCode {
     }
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter())
         .with_current_span(true)
         .init();
     if let Err(e) = harden::harden_process() {
@@ -53,6 +51,19 @@ fn main() -> ExitCode {
             tracing::error!(error = %e, reason = e.reason(), "sealcred-controller failed");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `RUST_LOG` (default `info`), with the audit trail kept on unless named.
+fn log_filter() -> EnvFilter {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let rust_log = std::env::var("RUST_LOG").ok();
+    match sealcred_controller::audit::filter_directive(rust_log.as_deref()) {
+        Some(d) => match d.parse() {
+            Ok(d) => filter.add_directive(d),
+            Err(_) => filter,
+        },
+        None => filter,
     }
 }
 

@@ -39,6 +39,7 @@ use zeroize::Zeroize;
 use crate::annotations::{
     MANAGED_BY_LABEL, MANAGED_BY_VALUE, RESTART_DIGEST_ANNOTATION, SPEC_DIGEST_ANNOTATION,
 };
+use crate::audit::Unseal;
 use crate::context::Context;
 use crate::digest::restart_digest;
 use crate::support::hex;
@@ -90,19 +91,25 @@ pub(crate) fn data_digest<'a>(entries: impl Iterator<Item = (&'a String, &'a [u8
     h.finalize().into()
 }
 
-fn secret_labels(obj: &SealedStorageCred) -> BTreeMap<String, String> {
+pub(crate) fn secret_labels(obj: &SealedStorageCred) -> BTreeMap<String, String> {
     let mut labels = obj.spec.template.labels.clone();
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
     labels
 }
 
-fn secret_annotations(obj: &SealedStorageCred, digest: &str) -> BTreeMap<String, String> {
+pub(crate) fn secret_annotations(
+    obj: &SealedStorageCred,
+    digest: &str,
+) -> BTreeMap<String, String> {
     let mut a = obj.spec.template.annotations.clone();
     a.insert(SPEC_DIGEST_ANNOTATION.into(), digest.into());
     a
 }
 
-fn is_subset(want: &BTreeMap<String, String>, have: Option<&BTreeMap<String, String>>) -> bool {
+pub(crate) fn is_subset(
+    want: &BTreeMap<String, String>,
+    have: Option<&BTreeMap<String, String>>,
+) -> bool {
     want.iter()
         .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
 }
@@ -127,7 +134,7 @@ fn up_to_date(secret: &Secret, obj: &SealedStorageCred, digest: &str) -> bool {
 /// A malformed object still reports its structural error (InvalidSpec) first; the
 /// structural checks run here only for a refused type (an allowed one is checked
 /// by `seal::open`, when and if KMS is needed).
-fn check_type(obj: &SealedStorageCred, ctx: &Context) -> Result<()> {
+pub(crate) fn check_type(obj: &SealedStorageCred, ctx: &Context) -> Result<()> {
     let t = &obj.spec.template.type_;
     if ctx.secret_types.iter().any(|a| a == t) {
         return Ok(());
@@ -221,7 +228,13 @@ pub(crate) async fn sync_secret(
     });
     drop(existing);
 
-    let opened = seal::open(obj, &ctx.keyring).await.map_err(Error::Unseal)?;
+    let mut audit = Unseal::new(obj, namespace, uid);
+    let opened = seal::open_observed(obj, &ctx.keyring, &mut |c| audit.record(c)).await;
+    audit.finish(match &opened {
+        Ok(_) => "ok",
+        Err(e) => e.reason(),
+    });
+    let opened = opened.map_err(Error::Unseal)?;
     let written_digest = data_digest(
         opened
             .entries

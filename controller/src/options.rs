@@ -142,9 +142,38 @@ pub struct Options {
     /// (needs get/list/patch on them; `false` needs no such RBAC).
     #[arg(long = "workload-restarts", env = "SEALCRED_WORKLOAD_RESTARTS", action = ArgAction::Set, default_value_t = true)]
     pub workload_restarts: bool,
+
+    /// IAM roles a SealedStorageCred's `spec.sts.roleArn` may name: role ARNs, or
+    /// prefixes ending in `*` right after `/` or `:`
+    /// (`arn:aws:iam::111122223333:role/flyte-*` is refused; `…:role/flyte/*` is
+    /// fine). Repeatable, or comma-separated in SEALCRED_STS_ROLE_ALLOW. Empty:
+    /// no AssumeRole (GetSessionToken with a sealed key still works).
+    #[arg(
+        long = "sts-role-allow",
+        env = "SEALCRED_STS_ROLE_ALLOW",
+        value_delimiter = ','
+    )]
+    pub sts_role_allow: Vec<String>,
+
+    /// STS endpoint URL (VPC endpoints, tests); default: the standard AWS
+    /// configuration (`AWS_ENDPOINT_URL_STS`, the regional endpoint).
+    #[arg(long = "sts-endpoint", env = "SEALCRED_STS_ENDPOINT")]
+    pub sts_endpoint: Option<String>,
+
+    /// Shortest time between two STS refreshes of one object, in seconds (a
+    /// floor under `spec.sts.refreshAt`).
+    #[arg(long = "sts-min-refresh", default_value_t = 60)]
+    pub sts_min_refresh_secs: u64,
 }
 
 impl Options {
+    /// The `--sts-role-allow` entries as a checked [`Allowlist`] (the same rules
+    /// as `--kms-allow`: a `*` only at the end, right after `/` or `:`).
+    pub fn sts_role_allowlist(&self) -> Result<Allowlist, crate::Error> {
+        Allowlist::checked(self.sts_role_allow.iter().cloned())
+            .map_err(|e| crate::Error::Config(format!("--sts-role-allow: {e}")))
+    }
+
     /// Options parsed from `args` (the first item is the program name).
     pub fn parse_from<I, T>(args: I) -> Result<Options, clap::Error>
     where
@@ -221,6 +250,14 @@ impl Options {
     /// Checks flag combinations.
     pub fn validate(&self) -> Result<(), crate::Error> {
         self.allowlist()?;
+        self.sts_role_allowlist()?;
+        if let Some(url) = &self.sts_endpoint
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(crate::Error::Config(format!(
+                "--sts-endpoint {url:?}: the URL must start with https:// (or http://)"
+            )));
+        }
         if self.secret_types.iter().any(|t| t.trim().is_empty()) {
             return Err(crate::Error::Config(
                 "--secret-types: an empty entry (use Opaque for the default type)".into(),

@@ -142,18 +142,39 @@ pub async fn reconcile(obj: Arc<SealedStorageCred>, ctx: Arc<Context>) -> Result
     let prev = obj.status.as_ref();
     let entries: Vec<String> = obj.spec.entries.keys().cloned().collect();
 
-    match sync_secret(&obj, &ctx, &namespace, &uid, &secret_name).await {
-        Ok(outcome) => {
+    let synced = match &obj.spec.sts {
+        Some(_) => crate::sts::sync(&obj, &ctx, &namespace, &uid, &secret_name)
+            .await
+            .map(|s| (s.outcome, Some((s.credentials, s.requeue)))),
+        None => sync_secret(&obj, &ctx, &namespace, &uid, &secret_name)
+            .await
+            .map(|o| (o, None)),
+    };
+    match synced {
+        Ok((outcome, sts)) => {
             ctx.failures.lock().unwrap().remove(&uid);
-            let message = format!(
-                "Secret {secret_name} holds the {} unsealed entries",
-                entries.len()
-            );
+            let (message, entries) = match &sts {
+                Some((credentials, _)) => (
+                    format!(
+                        "Secret {secret_name} holds STS credentials that expire at {}",
+                        credentials.expires_at
+                    ),
+                    crate::sts::entry_names(&obj),
+                ),
+                None => (
+                    format!(
+                        "Secret {secret_name} holds the {} unsealed entries",
+                        entries.len()
+                    ),
+                    entries,
+                ),
+            };
             let status = SealedStorageCredStatus {
                 observed_generation: generation,
                 conditions: conditions(prev, Health::Ready, "Unsealed", &message, generation),
                 secret_name: Some(secret_name.clone()),
                 entries,
+                credentials: sts.as_ref().map(|(c, _)| c.clone()),
             };
             write_status(&obj, &ctx, status).await?;
             let (label, changed, restart) = match outcome {
@@ -172,7 +193,9 @@ pub async fn reconcile(obj: Arc<SealedStorageCred>, ctx: Arc<Context>) -> Result
             };
             restart_workloads(&obj, &ctx, &namespace, &uid, &secret_name, changed, restart).await?;
             ctx.metrics.reconciled(label);
-            Ok(Action::requeue(ctx.resync))
+            Ok(Action::requeue(sts.map_or(ctx.resync, |(_, requeue)| {
+                requeue.min(ctx.resync)
+            })))
         }
         Err(err) => {
             let reason = err.reason();
@@ -192,6 +215,7 @@ pub async fn reconcile(obj: Arc<SealedStorageCred>, ctx: Arc<Context>) -> Result
                 ),
                 secret_name: Some(secret_name),
                 entries: prev.map(|s| s.entries.clone()).unwrap_or_default(),
+                credentials: prev.and_then(|s| s.credentials.clone()),
             };
             if !matches!(err, Error::Kube(_)) {
                 if let Err(e) = write_status(&obj, &ctx, status).await {

@@ -254,6 +254,7 @@ pub async fn run(
             .collect(),
         resync: Duration::from_secs(opts.resync_secs.max(1)),
         max_backoff: Duration::from_secs(opts.max_backoff_secs.max(1)),
+        sts: crate::sts::StsConfig::from_options(&opts)?,
     });
     let mut wc = watcher::Config::default();
     if let Some(sel) = &opts.selector {

@@ -69,6 +69,53 @@ pub struct SealedStorageCredSpec {
     pub data_keys: Vec<SealedDataKey>,
     /// The encrypted values, by Secret key name (sorted).
     pub entries: BTreeMap<String, SealedEntry>,
+    /// Materialize short-lived STS credentials instead of the sealed entries
+    /// (docs/operations.md, "Short-lived credentials"). Not covered by the header
+    /// tag: the controller's `--sts-role-allow` list decides which roles may be named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sts: Option<StsSpec>,
+}
+
+/// Least STS `DurationSeconds` (AssumeRole and GetSessionToken).
+pub const STS_MIN_DURATION: i32 = 900;
+/// Most AssumeRole `DurationSeconds` (the role's own maximum may be lower).
+pub const STS_MAX_ASSUME_ROLE_DURATION: i32 = 43_200;
+/// Most GetSessionToken `DurationSeconds` for an IAM user.
+pub const STS_MAX_SESSION_TOKEN_DURATION: i32 = 129_600;
+
+/// Short-lived credentials from AWS STS. The sealed entries `aws_access_key_id`
+/// and `aws_secret_access_key`, when present, are the long-lived key the
+/// controller calls STS with (it never writes them to the Secret); without them
+/// the controller's own identity calls STS. The Secret gets the temporary
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` (and
+/// `AWS_REGION` when `region` is set), rendered through the object's profile.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StsSpec {
+    /// The role to assume (AssumeRole); without it, GetSessionToken (needs a
+    /// sealed IAM user key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    /// AssumeRole `ExternalId` (not secret: it is in the role's trust policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// AssumeRole `RoleSessionName` (default `sealcred-NAMESPACE-NAME`, cut to 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_name: Option<String>,
+    /// An inline session policy (JSON) that narrows the role's permissions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Lifetime of the credentials in seconds: 900 to 43200 for AssumeRole, to
+    /// 129600 for GetSessionToken (default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<i32>,
+    /// When to refresh, as a fraction of the lifetime (0 < f < 1, default 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_at: Option<f64>,
+    /// The region to call STS in and to write as `AWS_REGION` (default: the
+    /// controller's region).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// What the ciphertexts are bound to, as in Bitnami sealed-secrets.
@@ -201,6 +248,22 @@ pub struct SealedStorageCredStatus {
     /// Names of the entries in the Secret (never values).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub entries: Vec<String>,
+    /// With `spec.sts`: when the credentials in the Secret expire (RFC 3339), and
+    /// when the controller refreshes them. Times only, never a value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsStatus>,
+}
+
+/// The lifetime of the STS credentials in the Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsStatus {
+    /// When STS issued them (RFC 3339).
+    pub issued_at: String,
+    /// When they expire (RFC 3339), as STS said.
+    pub expires_at: String,
+    /// When the controller refreshes them (RFC 3339).
+    pub refresh_at: String,
 }
 
 /// A status condition, as in the Kubernetes API conventions.

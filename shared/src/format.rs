@@ -751,6 +751,7 @@ mod tests {
             profile: None,
             data_keys: (0..dks).map(|_| dk(wrappings)).collect(),
             entries: BTreeMap::new(),
+            sts: None,
         };
         check_limits(&spec(MAX_DATA_KEYS, MAX_WRAPPINGS)).unwrap();
         let e = check_limits(&spec(MAX_DATA_KEYS + 1, 1)).unwrap_err();

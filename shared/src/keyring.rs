@@ -106,6 +106,25 @@ impl Allowlist {
 pub type CallObserver =
     Arc<dyn Fn(&str, &str, Result<(), &ProviderErrorKind>, Duration) + Send + Sync>;
 
+/// One unwrap call as [`Keyring::unwrap_observed`] reports it: which key was
+/// called for which data key, with which EncryptionContext, the outcome and the
+/// service's request id. Names and ids only; never key material or a value.
+#[derive(Debug)]
+pub struct UnwrapCall<'a> {
+    /// The recorded key id that was called (a KMS key ARN, or `local:…`).
+    pub key_id: &'a str,
+    /// The data key's id (base64), as in the object.
+    pub data_key_id: &'a str,
+    /// The EncryptionContext passed (scope, namespace, name as bound: not secret).
+    pub context: &'a EncryptionContext,
+    /// The outcome.
+    pub result: Result<(), &'a ProviderErrorKind>,
+    /// The service's request id, where it returned one (AWS KMS).
+    pub request_id: Option<&'a str>,
+    /// How long the call took.
+    pub latency: Duration,
+}
+
 /// Resolves recorded key ids to providers.
 pub struct Keyring {
     allow: Allowlist,
@@ -335,14 +354,33 @@ impl Keyring {
         binding: &Binding,
         dk: &ParsedDataKey,
     ) -> Result<DataKey, ProviderError> {
+        self.unwrap_observed(binding, dk, &mut |_| {}).await
+    }
+
+    /// [`Keyring::unwrap`], reporting each call it makes to `on_call` (the
+    /// controller's audit trail).
+    pub async fn unwrap_observed(
+        &self,
+        binding: &Binding,
+        dk: &ParsedDataKey,
+        on_call: &mut (dyn FnMut(&UnwrapCall<'_>) + Send),
+    ) -> Result<DataKey, ProviderError> {
         let ctx: EncryptionContext = binding.encryption_context();
         let mut errors: Vec<ProviderError> = Vec::new();
         for w in dk.wrappings.iter().filter(|w| self.allow.allows(&w.key_id)) {
             let started = Instant::now();
-            let result = match self.provider_for(&w.key_id).await {
-                Ok(p) => p.unwrap(&w.key_id, &w.ciphertext, &ctx).await,
-                Err(e) => Err(e),
+            let (result, request_id) = match self.provider_for(&w.key_id).await {
+                Ok(p) => p.unwrap_traced(&w.key_id, &w.ciphertext, &ctx).await,
+                Err(e) => (Err(e), None),
             };
+            on_call(&UnwrapCall {
+                key_id: &w.key_id,
+                data_key_id: &dk.id_b64,
+                context: &ctx,
+                result: result.as_ref().map(|_| ()).map_err(|e| &e.kind),
+                request_id: request_id.as_deref(),
+                latency: started.elapsed(),
+            });
             if let Some(obs) = &self.observer {
                 obs(
                     "Decrypt",

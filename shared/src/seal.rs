@@ -317,6 +317,7 @@ pub async fn seal(input: &SealInput, providers: &[&dyn KeyProvider]) -> Result<S
             profile: input.profile.clone(),
             data_keys: Vec::new(),
             entries: BTreeMap::new(),
+            sts: None,
         },
     );
     obj.metadata.namespace = input.namespace.clone();
@@ -478,12 +479,22 @@ pub fn duplicate_wrappings(obj: &SealedStorageCred) -> Vec<(String, String)> {
 /// then per data key the unwrap (with the EncryptionContext rebuilt from the
 /// object's own metadata), the key commitment, the header tag, and each entry.
 pub async fn open(obj: &SealedStorageCred, keyring: &Keyring) -> Result<Opened, Error> {
+    open_observed(obj, keyring, &mut |_| {}).await
+}
+
+/// [`open`], reporting each key-provider call to `on_call` (see
+/// [`Keyring::unwrap_observed`]).
+pub async fn open_observed(
+    obj: &SealedStorageCred,
+    keyring: &Keyring,
+    on_call: &mut (dyn FnMut(&crate::keyring::UnwrapCall<'_>) + Send),
+) -> Result<Opened, Error> {
     let parsed = ParsedSpec::parse(&obj.spec)?;
     let binding = binding_of(&obj.metadata, parsed.scope)?;
     keyring.check_allowed(&parsed.data_keys)?;
     let mut keys = Vec::with_capacity(parsed.data_keys.len());
     for (i, dk) in parsed.data_keys.iter().enumerate() {
-        let data_key = keyring.unwrap(&binding, dk).await?;
+        let data_key = keyring.unwrap_observed(&binding, dk, on_call).await?;
         keys.push(verify_data_key(&parsed, &binding, i, &data_key)?);
     }
     check_state_tag(&parsed, &binding, &keys[parsed.head])?;

@@ -63,6 +63,12 @@ const CALLS: &[Call] = &[
         grants: &[("", "secrets", "get")],
     },
     Call {
+        file: "sts.rs",
+        call: ".get_opt(",
+        what: "read the target Secret of an spec.sts object (its credentials' expiry) before writing it",
+        grants: &[("", "secrets", "get")],
+    },
+    Call {
         file: "write.rs",
         call: ".create(",
         what: "create the Secret when none existed (create-only: fails if one appeared meanwhile)",

@@ -25,7 +25,7 @@ use crate::keys;
 
 /// A client for the current kubeconfig context (or `context`), as kubectl
 /// finds it: `KUBECONFIG`, else `~/.kube/config`, else in-cluster.
-async fn client(context: Option<&str>) -> Result<kube::Client, CliError> {
+pub(super) async fn client(context: Option<&str>) -> Result<kube::Client, CliError> {
     let bad = |e: String| {
         CliError::new(format!("kubeconfig: {e}")).hint("set KUBECONFIG, or pass --context")
     };

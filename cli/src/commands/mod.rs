@@ -1,5 +1,6 @@
 //! The subcommands, one module each; helpers they share live here.
 
+mod access_key;
 mod check;
 mod diff;
 mod edit;
@@ -22,6 +23,7 @@ use crate::error::CliError;
 use crate::keys;
 use crate::rules;
 
+pub use access_key::rotate_access_key;
 pub use check::check;
 pub use diff::diff;
 pub use edit::edit;

@@ -174,9 +174,22 @@ async fn same_as_file(
 async fn merge_into(
     args: &SealArgs,
     target: &Path,
+    entries: Entries,
+    changing: bool,
+    keyring: &Keyring,
+) -> Result<(), CliError> {
+    merge_into_annotated(args, target, entries, changing, keyring, &BTreeMap::new()).await
+}
+
+/// [`merge_into`], also setting `annotations` on the object's metadata (not
+/// authenticated, not secret: `rotate-access-key` records its state there).
+pub(super) async fn merge_into_annotated(
+    args: &SealArgs,
+    target: &Path,
     mut entries: Entries,
     changing: bool,
     keyring: &Keyring,
+    annotations: &BTreeMap<String, String>,
 ) -> Result<(), CliError> {
     let file = read_sealed_file(target)?;
     if file.docs.len() > 1 {
@@ -282,7 +295,14 @@ async fn merge_into(
     .map_err(in_file)?;
     print_notes(Some(target), &merged.notes);
     announce_sealed(&merged.object);
-    let merged = merged.object;
+    let mut merged = merged.object;
+    if !annotations.is_empty() {
+        merged
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .extend(annotations.clone());
+    }
     drop(entries);
     // In place: the file's format and the comments above the object are
     // kept. Elsewhere: the format asked for, the comments too.

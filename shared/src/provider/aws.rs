@@ -21,6 +21,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_kms::Client;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::operation::RequestId;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, EncryptionAlgorithmSpec};
 use zeroize::Zeroize;
@@ -462,16 +463,37 @@ impl KeyProvider for AwsKms {
         ciphertext: &[u8],
         ctx: &EncryptionContext,
     ) -> Result<DataKey, ProviderError> {
-        let out = self
+        self.unwrap_traced(key_id, ciphertext, ctx).await.0
+    }
+
+    async fn unwrap_traced(
+        &self,
+        key_id: &str,
+        ciphertext: &[u8],
+        ctx: &EncryptionContext,
+    ) -> (Result<DataKey, ProviderError>, Option<String>) {
+        let sent = self
             .client
             .decrypt()
             .key_id(key_id)
             .ciphertext_blob(Blob::new(ciphertext.to_vec()))
             .set_encryption_context(Some(Self::context(ctx)))
             .send()
-            .await
-            .map_err(|e| self.error("Decrypt", key_id, e))?;
-        take_key(out.plaintext, "Decrypt", key_id)
+            .await;
+        // The request id comes from the response headers (or the error body):
+        // never from the plaintext.
+        let request_id = match &sent {
+            Ok(out) => out.request_id(),
+            Err(e) => e
+                .request_id()
+                .or_else(|| e.as_service_error()?.request_id()),
+        }
+        .map(str::to_string);
+        let result = match sent {
+            Ok(out) => take_key(out.plaintext, "Decrypt", key_id),
+            Err(e) => Err(self.error("Decrypt", key_id, e)),
+        };
+        (result, request_id)
     }
 }
 

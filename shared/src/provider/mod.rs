@@ -133,6 +133,19 @@ pub trait KeyProvider: Send + Sync {
         ciphertext: &[u8],
         ctx: &EncryptionContext,
     ) -> Result<DataKey, ProviderError>;
+
+    /// [`KeyProvider::unwrap`], with the service's request id for the call where
+    /// it returns one (AWS KMS: `x-amzn-RequestId`, which CloudTrail records as
+    /// the Decrypt event's `requestID`), on success and on failure. A request id
+    /// is not secret. The default has none.
+    async fn unwrap_traced(
+        &self,
+        key_id: &str,
+        ciphertext: &[u8],
+        ctx: &EncryptionContext,
+    ) -> (Result<DataKey, ProviderError>, Option<String>) {
+        (self.unwrap(key_id, ciphertext, ctx).await, None)
+    }
 }
 
 /// Whether a recorded key id names an AWS KMS key.

@@ -189,8 +189,14 @@ pub async fn start_with(
     args: Vec<String>,
     kms_endpoint: &str,
 ) -> Running {
-    let opts = Options::parse_from(args).expect("controller flags");
     let sdk = sdk_config(env, kms_endpoint).await;
+    start_with_sdk(client, args, sdk).await
+}
+
+/// Starts the controller in-process with `args`, the kube `client` and this AWS
+/// configuration (e.g. a private moto's endpoint and an IAM user's key).
+pub async fn start_with_sdk(client: kube::Client, args: Vec<String>, sdk: SdkConfig) -> Running {
+    let opts = Options::parse_from(args).expect("controller flags");
     let state = State::new(Arc::new(Metrics::new()));
     let (stop, stop_rx) = watch::channel(false);
     let handle = tokio::spawn(sealcred_controller::run::run(
