@@ -152,6 +152,50 @@ def bench_cli(runs, kms_env, tls):
     return out
 
 
+def bench_pubkey(runs):
+    """1c. Offline sealing with a public key: `sealcred seal --public-key F` against
+    `kubeseal --cert C`, the same RSA-4096 key pair (a self-signed certificate for kubeseal,
+    the SPKI in a sealcred public-key file under a made-up key ARN), the 2-key Flyte Secret on
+    stdin, no KMS, no cluster, no credentials; interleaved runs, medians."""
+    d = OUT / "pubkey"
+    d.mkdir(parents=True, exist_ok=True)
+    key, cert = d / "key.pem", d / "cert.pem"
+    if not cert.exists():
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:4096", "-nodes", "-keyout", key,
+                        "-out", cert, "-days", "3650", "-subj", "/CN=sealcred-bench"],
+                       check=True, capture_output=True)
+    spki = subprocess.run(["openssl", "x509", "-in", cert, "-pubkey", "-noout"], check=True,
+                          capture_output=True, text=True).stdout
+    b64 = "".join(l for l in spki.splitlines() if not l.startswith("-----"))
+    pub = d / "bench.pubkey"
+    pub.write_text("kind: SealcredPublicKey\nversion: 1\n"
+                   "keyArn: arn:aws:kms:eu-west-1:111122223333:key/00000000-0000-4000-8000-00000000bec4\n"
+                   "keyUsage: ENCRYPT_DECRYPT\nkeySpec: RSA_4096\nencryptionAlgorithm: RSAES_OAEP_SHA_256\n"
+                   f"publicKey: {b64}\n")
+    ss = Path(subprocess.run([ROOT / "tools/peers/build-sealed-secrets.sh"], check=True,
+                             capture_output=True, text=True).stdout.strip())
+    home = d / "home"
+    home.mkdir(exist_ok=True)
+    manifest = flyte_secret().read_bytes()
+    # Nothing from the environment: no AWS_*, no KUBECONFIG; an unreachable KMS endpoint.
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "AWS_ENDPOINT_URL_KMS": "http://127.0.0.1:9"}
+    cmds = {"sealcred": [CLI_BIN / "sealcred", "seal", "--public-key", pub],
+            "kubeseal": [ss / "kubeseal", "--cert", cert, "-o", "yaml"]}
+    for c in cmds.values():  # warm-up, and a check that each works offline
+        run(c, env, stdin=manifest)
+    got = {k: [] for k in cmds}
+    for _ in range(runs):
+        for k, c in cmds.items():
+            got[k].append(run(c, env, stdin=manifest))
+    r = {"runs": runs, "key": "RSA-4096", "profile": CLI_BIN.name}
+    for k, v in got.items():
+        r[f"{k}_wall_ms"] = med(w for w, _ in v) * 1e3
+        r[f"{k}_rss_kib"] = med(m for _, m in v)
+    r["wall_ratio"] = r["sealcred_wall_ms"] / r["kubeseal_wall_ms"]
+    r["rss_ratio"] = r["sealcred_rss_kib"] / r["kubeseal_rss_kib"]
+    return r
+
+
 def bench_repo(sizes, runs, tls):
     """1b. Whole repositories over HTTPS: `sealcred verify -r` and `sealcred rotate -r` of N
     files (one process, files concurrently at the default --concurrency) against the sops
@@ -694,16 +738,19 @@ def machine():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="each comparison once, tiny sizes")
-    ap.add_argument("--only", choices=["cli", "repo", "crypto", "micro", "controller"], action="append")
+    ap.add_argument("--only", choices=["cli", "repo", "pubkey", "crypto", "micro", "controller"], action="append")
     ap.add_argument("--controller-runs", type=int, default=3, help="runs of the 2,000-object case")
     ap.add_argument("--no-10k", action="store_true", help="skip the 10,000-object controller case")
     a = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    only = set(a.only or ["cli", "repo", "crypto", "micro", "controller"])
+    only = set(a.only or ["cli", "repo", "pubkey", "crypto", "micro", "controller"])
     if "cli" in only:
         only.add("repo")  # `--only cli` is every CLI comparison
     results = {"machine": machine(), "smoke": a.smoke}
-    kms_env = env_sh()
+    if "pubkey" in only:
+        results["pubkey"] = bench_pubkey(1 if a.smoke else 31)
+        print("pubkey", json.dumps(results["pubkey"]), flush=True)
+    kms_env = env_sh() if only - {"pubkey"} else {}
     tls = TlsMoto(kms_env) if only & {"cli", "repo"} else None
     try:
         if "cli" in only:

@@ -59,6 +59,12 @@ pub struct KeyArgs {
     )]
     pub kms: Vec<String>,
 
+    /// Seal with the public half of an AWS KMS RSA key pair, from a file
+    /// written by `sealcred pubkey`: no AWS credentials and no network needed
+    /// (only kms:Decrypt on the key opens it). Repeatable; combines with --kms.
+    #[arg(long = "public-key", value_name = "FILE")]
+    pub public_key: Vec<PathBuf>,
+
     /// Local key file used to open objects sealed with a local key
     /// (default: $SEALCRED_LOCAL_KEY, else ~/.config/sealcred/local.key).
     #[arg(long, value_name = "PATH")]
@@ -167,6 +173,11 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Write a public-key file for an AWS KMS RSA key pair (one GetPublicKey
+    /// call), for sealing offline with `seal --public-key FILE` or a creation
+    /// rule's `public_key:`. The file is not secret: commit it. With --check,
+    /// compare an existing file with what KMS answers instead.
+    Pubkey(PubkeyArgs),
     /// Create a local key file (mode 0600) for development and offline use.
     Keygen {
         /// Where to write the key (default: ~/.config/sealcred/local.key).
@@ -182,6 +193,22 @@ pub enum Command {
     Man,
 }
 
+/// `sealcred pubkey` arguments.
+#[derive(Args, Debug)]
+pub struct PubkeyArgs {
+    /// The RSA key (ENCRYPT_DECRYPT, RSA_2048/3072/4096): ARN, key id or
+    /// alias/NAME. The file records the key ARN KMS answers with.
+    #[arg(long = "kms", value_name = "KEY", required = true)]
+    pub kms: String,
+    /// Write the file here (atomically) instead of stdout.
+    #[arg(long, value_name = "PATH", conflicts_with = "check")]
+    pub output_file: Option<std::path::PathBuf>,
+    /// Check that this public-key file holds exactly what KMS answers for
+    /// --kms (for CI: a swapped file would seal to someone else's key).
+    #[arg(long, value_name = "FILE")]
+    pub check: Option<std::path::PathBuf>,
+}
+
 /// `sealcred rotate` arguments.
 #[derive(Args, Debug)]
 pub struct RotateArgs {
@@ -195,6 +222,10 @@ pub struct RotateArgs {
     /// needs one working existing key). Repeatable.
     #[arg(long = "add-kms", value_name = "KEY")]
     pub add_kms: Vec<String>,
+    /// Wrap every data key also under the RSA public key in this file
+    /// (written by `sealcred pubkey`). Repeatable.
+    #[arg(long = "add-public-key", value_name = "FILE")]
+    pub add_public_key: Vec<PathBuf>,
     /// Remove the wrapping by this key id (as `sealcred inspect` shows it). Repeatable.
     #[arg(long = "remove-kms", value_name = "KEY_ID")]
     pub remove_kms: Vec<String>,

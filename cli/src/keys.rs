@@ -6,9 +6,11 @@ use std::sync::Arc;
 use sealcred_shared::keyring::{Allowlist, Keyring};
 use sealcred_shared::provider::KeyProvider;
 use sealcred_shared::provider::local::{self, LocalKey};
+use sealcred_shared::provider::rsa::RsaPublicKey;
 
 use crate::cli::KeyArgs;
 use crate::error::CliError;
+use crate::rules::{KeyChoice, PublicKeyRef};
 
 /// Loads the local key at `path` (or the default path). When `create` is set
 /// and the default key does not exist yet, creates it with a notice on stderr.
@@ -34,16 +36,16 @@ pub fn local_key(path: Option<PathBuf>, create: bool) -> Result<LocalKey, CliErr
 /// twice is used once (with a note); two names for one key (an alias and its
 /// ARN) are found when KMS answers, and wrapped once (see `seal`).
 pub async fn providers(
-    keys: &[String],
+    choice: &KeyChoice,
     args: &KeyArgs,
     keyring: &Keyring,
 ) -> Result<Vec<Arc<dyn KeyProvider>>, CliError> {
-    if keys.is_empty() {
+    if choice.is_empty() {
         return Ok(vec![Arc::new(local_key(args.local_key.clone(), true)?)]);
     }
     let mut out: Vec<Arc<dyn KeyProvider>> = Vec::new();
     let mut seen: Vec<&str> = Vec::new();
-    for k in keys {
+    for k in &choice.kms {
         let k = k.trim();
         if seen.contains(&k) {
             eprintln!("sealcred: note: key {k} is given twice: wrapped once");
@@ -60,7 +62,27 @@ pub async fn providers(
             out.push(keyring.aws_key(k).await?);
         }
     }
+    for p in &choice.public {
+        out.push(Arc::new(public_key(p)?));
+    }
     Ok(out)
+}
+
+/// Loads a public-key file, checking the ARN a creation rule expects of it.
+/// Reads the file only: no credentials, no network.
+pub fn public_key(p: &PublicKeyRef) -> Result<RsaPublicKey, CliError> {
+    let key = RsaPublicKey::load(&p.file)?;
+    if let Some((arn, said)) = &p.expect
+        && key.arn() != arn
+    {
+        return Err(CliError::new(format!(
+            "{}: holds the public key of {}, but {said} says {arn}",
+            p.file.display(),
+            key.arn()
+        ))
+        .hint("fetch the right one with `sealcred pubkey --kms ARN --output-file FILE`, or correct the rule"));
+    }
+    Ok(key)
 }
 
 /// A keyring for opening objects: every recorded key may be used (the user

@@ -90,6 +90,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Check { paths } => commands::check(&paths),
         Command::Edit { file, keys } => rt.block_on(commands::edit(&file, &keys)),
         Command::Rotate(args) => rt.block_on(commands::rotate(&args)),
+        Command::Pubkey(args) => rt.block_on(commands::pubkey(&args)),
         Command::RotateAccessKey(args) => rt.block_on(commands::rotate_access_key(&args)),
         Command::Keygen { output_file } => commands::keygen(output_file.as_deref()),
         Command::Completion { shell } => {

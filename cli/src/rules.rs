@@ -10,6 +10,10 @@
 //!     scope: strict
 //!   - path_regex: ^environments/dev/
 //!     kms: [local]
+//!   - path_regex: ^environments/staging/
+//!     public_key:                 # seal offline with a KMS RSA public key
+//!       - arn: arn:aws:kms:eu-west-1:111122223333:key/...
+//!         file: keys/staging.pubkey   # relative to this .sealcred.yaml
 //! ```
 //!
 //! The first rule whose `path_regex` matches the file's path (relative to the
@@ -40,8 +44,43 @@ struct RawRule {
     path_regex: Option<String>,
     #[serde(default)]
     kms: Vec<String>,
+    #[serde(default)]
+    public_key: Vec<RawPublicKey>,
     namespace: Option<String>,
     scope: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPublicKey {
+    arn: String,
+    file: PathBuf,
+}
+
+/// A public-key file to seal with, and the key ARN it must hold (a creation
+/// rule names both, so a swapped file is caught).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublicKeyRef {
+    /// The file (a rule's is resolved against the `.sealcred.yaml`'s directory).
+    pub file: PathBuf,
+    /// The ARN the file must hold, and where that was said (for messages).
+    pub expect: Option<(String, String)>,
+}
+
+/// The keys to seal with: KMS keys (or local keys) by name, and public-key files.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeyChoice {
+    /// `--kms` values or a rule's `kms:`.
+    pub kms: Vec<String>,
+    /// `--public-key` files or a rule's `public_key:`.
+    pub public: Vec<PublicKeyRef>,
+}
+
+impl KeyChoice {
+    /// No key at all (the default local key is used).
+    pub fn is_empty(&self) -> bool {
+        self.kms.is_empty() && self.public.is_empty()
+    }
 }
 
 /// The rule that applies to a file.
@@ -53,6 +92,8 @@ pub struct Rule {
     pub index: usize,
     /// Keys to seal with.
     pub kms: Vec<String>,
+    /// Public-key files to seal with.
+    pub public_keys: Vec<PublicKeyRef>,
     /// Default namespace.
     pub namespace: Option<String>,
     /// Default scope.
@@ -139,13 +180,26 @@ fn match_in(config: &Path, root: &Path, target: &Path) -> Result<Lookup, CliErro
                 ))
             })?),
         };
-        if r.kms.is_empty() {
-            return Err(CliError::new(format!("{}: no kms keys", at())));
+        if r.kms.is_empty() && r.public_key.is_empty() {
+            return Err(CliError::new(format!(
+                "{}: no keys (give kms, public_key or both)",
+                at()
+            )));
         }
+        let public_keys = r
+            .public_key
+            .into_iter()
+            .enumerate()
+            .map(|(j, p)| PublicKeyRef {
+                file: root.join(p.file),
+                expect: Some((p.arn, format!("{} public_key {}", at(), j + 1))),
+            })
+            .collect();
         return Ok(Lookup::Matched(Rule {
             file: config.to_path_buf(),
             index: i + 1,
             kms: r.kms,
+            public_keys,
             namespace: r.namespace,
             scope,
         }));
@@ -156,23 +210,36 @@ fn match_in(config: &Path, root: &Path, target: &Path) -> Result<Lookup, CliErro
     })
 }
 
-/// The keys to seal with: `--kms` if given; else the matching rule's; else
-/// `fallback` (None = the default local key). A config without a matching
-/// rule is an error unless `--kms` was given.
+/// The keys to seal with: `--kms` and `--public-key` if either is given; else
+/// the matching rule's; else `fallback` (None = the default local key). A
+/// config without a matching rule is an error unless a key flag was given.
 pub fn resolve_keys(
     flags: &[String],
+    public: &[PathBuf],
     lookup: &Lookup,
     fallback_ok: bool,
-) -> Result<Option<Vec<String>>, CliError> {
-    if !flags.is_empty() {
-        return Ok(Some(flags.to_vec()));
+) -> Result<Option<KeyChoice>, CliError> {
+    if !flags.is_empty() || !public.is_empty() {
+        return Ok(Some(KeyChoice {
+            kms: flags.to_vec(),
+            public: public
+                .iter()
+                .map(|f| PublicKeyRef {
+                    file: f.clone(),
+                    expect: None,
+                })
+                .collect(),
+        }));
     }
     match lookup {
-        Lookup::Matched(r) => Ok(Some(r.kms.clone())),
+        Lookup::Matched(r) => Ok(Some(KeyChoice {
+            kms: r.kms.clone(),
+            public: r.public_keys.clone(),
+        })),
         Lookup::NoConfig => Ok(None),
         Lookup::NoMatch { .. } if fallback_ok => Ok(None),
         Lookup::NoMatch { file, path } => Err(CliError::new(format!(
-            "no creation rule in {} matches {path:?} and no --kms was given",
+            "no creation rule in {} matches {path:?} and no --kms or --public-key was given",
             file.display()
         ))
         .hint("add a rule whose path_regex matches this path, or pass --kms KEY")),

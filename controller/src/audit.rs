@@ -36,6 +36,9 @@ struct Call {
 fn kind_label(kind: &ProviderErrorKind) -> &'static str {
     match kind {
         ProviderErrorKind::AccessDenied => "access-denied",
+        ProviderErrorKind::KeyDisabled => "key-disabled",
+        ProviderErrorKind::KeyPendingDeletion => "key-pending-deletion",
+        ProviderErrorKind::KeyInvalidState => "key-invalid-state",
         ProviderErrorKind::Unavailable => "unavailable",
         ProviderErrorKind::InvalidCiphertext => "invalid-ciphertext",
         ProviderErrorKind::NotFound => "not-found",

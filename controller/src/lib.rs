@@ -146,8 +146,12 @@ impl Error {
     /// `--max-backoff`): transient failures, and refused Secret writes, whose fix
     /// (a RoleBinding, a policy, a quota) is made outside anything the controller
     /// watches, so only a retry notices it.
+    /// So do KMS keys in an unusable state (disabled, pending deletion): the
+    /// fix (EnableKey, CancelKeyDeletion) is made in KMS.
     pub fn backs_off(&self) -> bool {
-        self.is_transient() || matches!(self, Error::SecretWrite { .. })
+        self.is_transient()
+            || matches!(self, Error::SecretWrite { .. })
+            || matches!(self, Error::Unseal(e) if e.is_key_state())
     }
 }
 

@@ -115,6 +115,9 @@ impl Metrics {
                 let outcome = match outcome {
                     Ok(()) => "ok",
                     Err(ProviderErrorKind::AccessDenied) => "access_denied",
+                    Err(ProviderErrorKind::KeyDisabled) => "key_disabled",
+                    Err(ProviderErrorKind::KeyPendingDeletion) => "key_pending_deletion",
+                    Err(ProviderErrorKind::KeyInvalidState) => "key_invalid_state",
                     Err(ProviderErrorKind::Unavailable) => "unavailable",
                     Err(ProviderErrorKind::InvalidCiphertext) => "invalid_ciphertext",
                     Err(ProviderErrorKind::NotFound) => "not_found",

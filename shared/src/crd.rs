@@ -214,9 +214,9 @@ pub struct SealedDataKey {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Wrapping {
-    /// `arn:aws:kms:…:key/…` for AWS KMS, or `local:<fingerprint>` for a local key.
+    /// `arn:aws:kms:…:key/…` for AWS KMS, `rsaes-oaep-sha256:<key ARN>` for a KMS RSA key pair (sealed offline), or `local:<fingerprint>` for a local key.
     pub key_id: String,
-    /// The wrapped data key, base64 (the KMS CiphertextBlob, or the local envelope).
+    /// The wrapped data key, base64 (the KMS CiphertextBlob, the RSA-OAEP ciphertext, or the local envelope).
     pub ciphertext: String,
 }
 

@@ -63,6 +63,9 @@ impl Error {
             Error::Provider(p) => match p.kind {
                 ProviderErrorKind::Unavailable => "KmsUnavailable",
                 ProviderErrorKind::AccessDenied => "AccessDenied",
+                ProviderErrorKind::KeyDisabled => "KmsKeyDisabled",
+                ProviderErrorKind::KeyPendingDeletion => "KmsKeyPendingDeletion",
+                ProviderErrorKind::KeyInvalidState => "KmsKeyInvalidState",
                 ProviderErrorKind::InvalidCiphertext => "DecryptFailed",
                 ProviderErrorKind::KeyNotAllowed => "InvalidSpec",
                 ProviderErrorKind::NotFound | ProviderErrorKind::Other => "KmsError",
@@ -73,6 +76,14 @@ impl Error {
     /// Whether retrying later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Provider(p) if p.is_transient())
+    }
+
+    /// Whether a KMS key's state is the problem (disabled, pending deletion,
+    /// another unusable state): someone must act in KMS, and a retry is what
+    /// notices the fix (the controller backs off, then recovers on EnableKey
+    /// without a restart).
+    pub fn is_key_state(&self) -> bool {
+        matches!(self, Error::Provider(p) if p.is_key_state())
     }
 }
 

@@ -16,6 +16,8 @@ use std::path::Path;
 
 use common::*;
 use sealcred_shared::crd::{Scope, SealedStorageCred, SecretTemplate};
+use sealcred_shared::provider::local::LocalKey;
+use sealcred_shared::seal;
 
 type Mutation = fn(&mut SealedStorageCred, &Bases);
 
@@ -534,4 +536,141 @@ fn write_worked_example(dir: &Path, key: &Path) {
     assert_eq!(std::fs::read_to_string(key).unwrap(), test_key_file_text());
     let obj = from_yaml(&std::fs::read_to_string(dir.join("ok-strict-2-entries.yaml")).unwrap());
     std::fs::write(dir.join("worked-example.txt"), worked_example(&obj)).unwrap();
+}
+
+/// Regenerates only the RSA-wrapping vectors (`*-rsa-*`), leaving the others
+/// (and the worked example) as they are:
+///
+/// ```text
+/// cargo test -p sealcred-shared --test gen_vectors -- --ignored generate_rsa_vectors
+/// ```
+#[tokio::test]
+#[ignore = "regenerates shared/tests/vectors/*-rsa-*; run by hand"]
+async fn generate_rsa_vectors() {
+    let dir = vectors_dir();
+    let key = dir.join(TEST_KEY_FILE);
+    let local = LocalKey::load(&key).unwrap();
+    let public = test_rsa_public();
+    let strict_in = input(
+        "s3-creds",
+        "flyte",
+        Scope::Strict,
+        strict_template(),
+        None,
+        STRICT,
+    );
+    let strict_ok = format!("ok {}", digest_pairs(STRICT));
+    let rsa_only = seal::seal(&strict_in, &[&public]).await.unwrap().object;
+    let mixed = seal::seal(&strict_in, &[&local, &public])
+        .await
+        .unwrap()
+        .object;
+    let m1 = seal_local(
+        &input(
+            "merged-creds",
+            "flyte",
+            Scope::Strict,
+            opaque(),
+            None,
+            MERGE_1,
+        ),
+        &key,
+    )
+    .await;
+    let merged = seal::merge(&m1, &entries(MERGE_2), seal::Keys::Given(&[&public]))
+        .await
+        .unwrap()
+        .object;
+    let merged_expect = {
+        let mut m: BTreeMap<&str, &str> = MERGE_1.iter().copied().collect();
+        m.extend(MERGE_2.iter().copied());
+        let v: Vec<(&str, &str)> = m.into_iter().collect();
+        format!("ok {}", digest_pairs(&v))
+    };
+    // The same object sealed for another namespace: its RSA wrapping carries
+    // that namespace's binding check.
+    let mut other_in = input(
+        "s3-creds",
+        "other-ns",
+        Scope::Strict,
+        strict_template(),
+        None,
+        STRICT,
+    );
+    other_in.namespace = Some("other-ns".into());
+    let other = seal::seal(&other_in, &[&public]).await.unwrap().object;
+
+    let invalid = "error DecryptFailed Provider.InvalidCiphertext".to_string();
+    let mut out: Vec<(String, SealedStorageCred, String)> = vec![
+        ("ok-rsa-strict".into(), rsa_only.clone(), strict_ok.clone()),
+        (
+            "ok-rsa-mixed-local-and-rsa".into(),
+            mixed.clone(),
+            strict_ok.clone(),
+        ),
+        ("ok-rsa-merged-into-local".into(), merged, merged_expect),
+    ];
+    let mut o = rsa_only.clone();
+    o.metadata.namespace = Some("other-ns".into());
+    out.push(("err-rsa-moved-namespace".into(), o, invalid.clone()));
+    let mut o = rsa_only.clone();
+    o.metadata.name = Some("other-name".into());
+    out.push(("err-rsa-renamed".into(), o, invalid.clone()));
+    let mut o = rsa_only.clone();
+    o.spec.scope = Scope::NamespaceWide;
+    out.push(("err-rsa-scope-edited".into(), o, invalid.clone()));
+    let mut o = rsa_only.clone();
+    let w = &mut o.spec.data_keys[0].wrappings[0];
+    w.ciphertext = flip_b64(&w.ciphertext, 8 * 100);
+    out.push(("err-rsa-ciphertext-flipped".into(), o, invalid.clone()));
+    let mut o = rsa_only.clone();
+    let w = &mut o.spec.data_keys[0].wrappings[0];
+    w.ciphertext = edit_b64(&w.ciphertext, |b| b.truncate(255));
+    out.push(("err-rsa-ciphertext-truncated".into(), o, invalid.clone()));
+    // A wrapping taken from the object sealed for another namespace.
+    let mut o = rsa_only.clone();
+    o.spec.data_keys[0].wrappings[0] = other.spec.data_keys[0].wrappings[0].clone();
+    out.push((
+        "err-rsa-wrapping-from-other-object".into(),
+        o,
+        invalid.clone(),
+    ));
+    // Anyone with the public key can wrap a data key of their own, with the
+    // right binding: the key commitment refuses it.
+    let mut o = rsa_only.clone();
+    let ctx = sealcred_shared::format::Binding::new(Scope::Strict, Some("flyte"), Some("s3-creds"))
+        .unwrap()
+        .encryption_context();
+    let forged = public
+        .encrypt(&sealcred_shared::secret::DataKey::random(), &ctx)
+        .unwrap();
+    o.spec.data_keys[0].wrappings[0].ciphertext = sealcred_shared::format::encode_b64(&forged);
+    out.push((
+        "err-rsa-wrapping-replaced".into(),
+        o,
+        "error DecryptFailed HeaderAuth.Commitment".into(),
+    ));
+    // The local wrapping of the mixed object removed: the header tag covers
+    // the wrapping list.
+    let mut o = mixed.clone();
+    o.spec.data_keys[0].wrappings.remove(0);
+    out.push((
+        "err-rsa-mixed-local-wrapping-dropped".into(),
+        o,
+        "error DecryptFailed HeaderAuth.HeaderTag".into(),
+    ));
+
+    for (name, obj, expect) in &out {
+        let got = match open(obj, &key).await {
+            Ok(o) => format!("ok {}", digest_opened(&o)),
+            Err(e) => format!("error {}", class(&e)),
+        };
+        assert_eq!(&got, expect, "{name}");
+        let mut obj = obj.clone();
+        for d in &mut obj.spec.data_keys {
+            d.sealed_at = None;
+        }
+        std::fs::write(dir.join(format!("{name}.yaml")), to_yaml(&obj)).unwrap();
+        std::fs::write(dir.join(format!("{name}.expect")), format!("{expect}\n")).unwrap();
+    }
 }

@@ -39,6 +39,11 @@ async fn every_vector_meets_its_expectation() {
         "ok-cluster-wide-moved",
         "ok-merged-2-data-keys",
         "ok-merged-3-data-keys",
+        "ok-rsa-strict",
+        "ok-rsa-mixed-local-and-rsa",
+        "ok-rsa-merged-into-local",
+        "err-rsa-moved-namespace",
+        "err-rsa-wrapping-replaced",
     ] {
         assert!(names.contains(must), "vector {must} is missing");
     }
@@ -137,4 +142,35 @@ fn format_md_quotes_the_current_example() {
             assert!(doc.contains(v), "FORMAT.md does not quote {line:?}");
         }
     }
+}
+
+/// A data key wrapped under both a local key and an RSA public key opens with
+/// either one alone (the other not on the allowlist), and with neither fails
+/// before any call.
+#[tokio::test]
+async fn mixed_wrappings_open_with_either_key_alone() {
+    use sealcred_shared::keyring::Allowlist;
+    let dir = vectors_dir();
+    let key = dir.join(TEST_KEY_FILE);
+    let obj =
+        from_yaml(&std::fs::read_to_string(dir.join("ok-rsa-mixed-local-and-rsa.yaml")).unwrap());
+    let ids: Vec<String> = obj.spec.data_keys[0]
+        .wrappings
+        .iter()
+        .map(|w| w.key_id.clone())
+        .collect();
+    assert!(
+        ids[0].starts_with("local:") && ids[1].starts_with("rsaes-oaep-sha256:arn:"),
+        "{ids:?}"
+    );
+    let want = std::fs::read_to_string(dir.join("ok-rsa-mixed-local-and-rsa.expect")).unwrap();
+    for only in [ids[0].clone(), TEST_RSA_ARN.to_string()] {
+        let ring = keyring(&key).with_allowlist(Allowlist::only([only.clone()]));
+        let opened = sealcred_shared::seal::open(&obj, &ring).await.unwrap();
+        assert_eq!(format!("ok {}\n", digest_opened(&opened)), want, "{only}");
+    }
+    let ring =
+        keyring(&key).with_allowlist(Allowlist::only(["local:0000000000000000".to_string()]));
+    let e = sealcred_shared::seal::open(&obj, &ring).await.unwrap_err();
+    assert_eq!(class(&e), "InvalidSpec Provider.KeyNotAllowed");
 }

@@ -279,6 +279,37 @@ fn secrets_are_wiped_before_their_memory_is_freed() {
     });
     report.add("seal::open, tampered entry", found);
 
+    // RSA wrappings (provider/rsa.rs): encrypting a known data key with the
+    // public key, and the binding check on a decrypted RSA plaintext (what
+    // KMS Decrypt returns, here made by the test: the SDK's buffer is outside
+    // this measurement, see "Copies outside our control"). aws-lc's own
+    // buffers are C allocations, not seen by this allocator.
+    let public = sealcred_shared::provider::rsa::RsaPublicKey::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/vectors/TEST-ONLY-DO-NOT-USE.rsa-2048.pubkey"),
+    )
+    .unwrap();
+    let ctx = sealcred_shared::format::Binding::new(Scope::Strict, Some("flyte"), Some("s3"))
+        .unwrap()
+        .encryption_context();
+    let known = DataKey::from_slice(&KNOWN_DATA_KEY).unwrap();
+    let (_, found) = measure(key_canaries(Canaries::new()), || {
+        rt.block_on(public.wrap(&known, &ctx)).unwrap();
+    });
+    report.add("rsa: wrap a data key (public key)", found);
+    let rsa_id = sealcred_shared::provider::rsa::key_id_for(public.arn());
+    let mut plain = zeroize::Zeroizing::new(KNOWN_DATA_KEY.to_vec());
+    plain.extend_from_slice(&sealcred_shared::provider::rsa::binding_check(
+        public.arn(),
+        &ctx,
+    ));
+    let (_, found) = measure(key_canaries(Canaries::new()), || {
+        let k = sealcred_shared::provider::rsa::open_plaintext(&rsa_id, &ctx, &plain).unwrap();
+        assert_eq!(k.expose(), &KNOWN_DATA_KEY);
+    });
+    report.add("rsa: binding check of a decrypted wrapping", found);
+    drop((known, plain));
+
     // CLI input parsing (cli/src/input.rs compiled in).
     let big = big_value();
     let big_b64 = STANDARD.encode(&big);

@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod apiserver;
+pub mod local_kms;
 pub mod moto;
 
 pub use aws_sdk_kms;

@@ -6,6 +6,7 @@ mod diff;
 mod edit;
 mod inspect;
 mod open;
+mod pubkey;
 mod rotate;
 mod seal;
 
@@ -28,6 +29,7 @@ pub use diff::diff;
 pub use edit::edit;
 pub use inspect::inspect;
 pub use open::{unseal, verify};
+pub use pubkey::pubkey;
 pub use rotate::rotate;
 pub use seal::seal;
 
@@ -51,7 +53,7 @@ async fn keys_for(
     lookup: &rules::Lookup,
     keyring: &Keyring,
 ) -> Result<Option<Vec<Arc<dyn KeyProvider>>>, CliError> {
-    match rules::resolve_keys(&args.kms, lookup, true)? {
+    match rules::resolve_keys(&args.kms, &args.public_key, lookup, true)? {
         Some(list) => Ok(Some(keys::providers(&list, args, keyring).await?)),
         None => Ok(None),
     }

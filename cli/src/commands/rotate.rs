@@ -60,10 +60,11 @@ pub async fn rotate(args: &RotateArgs) -> Result<(), CliError> {
     if files.is_empty() {
         return Err(CliError::new("no SealedStorageCred files found"));
     }
-    let rewrap = !args.add_kms.is_empty() || !args.remove_kms.is_empty();
-    if rewrap && !args.keys.kms.is_empty() {
+    let rewrap =
+        !args.add_kms.is_empty() || !args.add_public_key.is_empty() || !args.remove_kms.is_empty();
+    if rewrap && (!args.keys.kms.is_empty() || !args.keys.public_key.is_empty()) {
         return Err(CliError::new(
-            "--kms (new data key under new keys) cannot be combined with --add-kms/--remove-kms (same data key, changed wrappings)",
+            "--kms/--public-key (new data key under new keys) cannot be combined with --add-kms/--add-public-key/--remove-kms (same data key, changed wrappings)",
         ));
     }
     if !args.remove_kms.is_empty() {
@@ -80,10 +81,21 @@ pub async fn rotate(args: &RotateArgs) -> Result<(), CliError> {
         lookups.push(l);
     }
     let keyring = keys::keyring(keys, &rule_keys);
-    let add = if args.add_kms.is_empty() {
+    let add_choice = rules::KeyChoice {
+        kms: args.add_kms.clone(),
+        public: args
+            .add_public_key
+            .iter()
+            .map(|f| rules::PublicKeyRef {
+                file: f.clone(),
+                expect: None,
+            })
+            .collect(),
+    };
+    let add = if add_choice.is_empty() {
         Vec::new()
     } else {
-        keys::providers(&args.add_kms, keys, &keyring).await?
+        keys::providers(&add_choice, keys, &keyring).await?
     };
     // Stop between files on Ctrl-C: every write is atomic, so no file is half-written.
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -54,7 +54,8 @@ pub async fn seal(args: SealArgs) -> Result<(), CliError> {
     }
 
     let lookup = rules::lookup(args.output.output_file.as_deref().unwrap_or(Path::new(".")))?;
-    let key_list = rules::resolve_keys(&args.keys.kms, &lookup, false)?.unwrap_or_default();
+    let key_list = rules::resolve_keys(&args.keys.kms, &args.keys.public_key, &lookup, false)?
+        .unwrap_or_default();
     announce(&lookup);
     let rule = match &lookup {
         rules::Lookup::Matched(r) => Some(r),

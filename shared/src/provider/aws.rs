@@ -23,7 +23,7 @@ use aws_sdk_kms::Client;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::operation::RequestId;
 use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::DataKeySpec;
+use aws_sdk_kms::types::{DataKeySpec, EncryptionAlgorithmSpec};
 use zeroize::Zeroize;
 
 use super::{EncryptionContext, GeneratedKey, KeyProvider, ProviderError, ProviderErrorKind};
@@ -232,9 +232,14 @@ impl AwsKms {
                     "AccessDeniedException"
                     | "UnrecognizedClientException"
                     | "InvalidSignatureException"
-                    | "ExpiredTokenException"
-                    | "DisabledException"
-                    | "KMSInvalidStateException" => ProviderErrorKind::AccessDenied,
+                    | "ExpiredTokenException" => ProviderErrorKind::AccessDenied,
+                    "DisabledException" => ProviderErrorKind::KeyDisabled,
+                    "KMSInvalidStateException"
+                        if msg.to_ascii_lowercase().contains("pending deletion") =>
+                    {
+                        ProviderErrorKind::KeyPendingDeletion
+                    }
+                    "KMSInvalidStateException" => ProviderErrorKind::KeyInvalidState,
                     "InvalidCiphertextException" | "IncorrectKeyException" => {
                         ProviderErrorKind::InvalidCiphertext
                     }
@@ -278,20 +283,96 @@ impl AwsKms {
         };
         let hint = match kind {
             ProviderErrorKind::AccessDenied => {
-                " — check the caller's IAM policy and the key policy (kms:EncryptionContext conditions) and that the key is enabled"
+                " — check the caller's IAM policy and the key policy (kms:EncryptionContext conditions) and that the key is enabled".to_string()
+            }
+            ProviderErrorKind::KeyDisabled => format!(
+                " — the key is disabled: enable it (aws kms enable-key --key-id {key}) or re-seal under another key"
+            ),
+            ProviderErrorKind::KeyPendingDeletion => format!(
+                " — the key is scheduled for deletion: cancel it (aws kms cancel-key-deletion --key-id {key}, then enable-key) before the waiting period ends, or what only it wraps is lost"
+            ),
+            ProviderErrorKind::KeyInvalidState => {
+                " — the key is not usable in its current state (aws kms describe-key shows its KeyState)".to_string()
             }
             ProviderErrorKind::InvalidCiphertext => {
-                " — the object's namespace/name/scope differ from when it was sealed, or it was tampered with"
+                " — the object's namespace/name/scope differ from when it was sealed, or it was tampered with".to_string()
             }
-            ProviderErrorKind::NotFound => " — check the key id/alias, the account and AWS_REGION",
+            ProviderErrorKind::NotFound => {
+                " — check the key id/alias, the account and AWS_REGION".to_string()
+            }
             ProviderErrorKind::Unavailable => {
-                " — KMS endpoint unreachable or throttling; retry later"
+                " — KMS endpoint unreachable or throttling; retry later".to_string()
             }
-            _ => "",
+            _ => String::new(),
         };
         ProviderError::new(
             kind,
             format!("AWS KMS {op} with key {key} in {region} failed: {detail}{hint}"),
+        )
+    }
+}
+
+impl AwsKms {
+    /// KMS `Decrypt` of an RSA wrapping made offline with the key's public
+    /// half: `EncryptionAlgorithm = RSAES_OAEP_SHA_256`, `KeyId` = the
+    /// recorded ARN, and no EncryptionContext (asymmetric Decrypt takes none;
+    /// the caller checks the binding inside the plaintext). The plaintext is
+    /// returned in a zeroizing buffer.
+    pub async fn decrypt_rsa(
+        &self,
+        key_id: &str,
+        arn: &str,
+        ciphertext: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, ProviderError> {
+        let out = self
+            .client
+            .decrypt()
+            .key_id(arn)
+            .ciphertext_blob(Blob::new(ciphertext.to_vec()))
+            .encryption_algorithm(EncryptionAlgorithmSpec::RsaesOaepSha256)
+            .send()
+            .await
+            .map_err(|e| self.error("Decrypt", key_id, e))?;
+        if out.key_id.as_deref() != Some(arn) {
+            return Err(ProviderError::new(
+                ProviderErrorKind::Other,
+                format!("AWS KMS Decrypt with key {arn} answered for another key"),
+            ));
+        }
+        Ok(zeroize::Zeroizing::new(
+            out.plaintext.map(Blob::into_inner).unwrap_or_default(),
+        ))
+    }
+
+    /// KMS `GetPublicKey` for this provider's key, checked: an
+    /// `ENCRYPT_DECRYPT` RSA key offering `RSAES_OAEP_SHA_256`, recorded under
+    /// the key ARN KMS answered with.
+    pub async fn get_public_key(&self) -> Result<super::rsa::RsaPublicKey, ProviderError> {
+        let out = self
+            .client
+            .get_public_key()
+            .key_id(&self.key)
+            .send()
+            .await
+            .map_err(|e| self.error("GetPublicKey", &self.key, e))?;
+        let arn = self.checked_key_id("GetPublicKey", out.key_id.clone())?;
+        let der = out
+            .public_key
+            .as_ref()
+            .map(|b| b.as_ref().to_vec())
+            .unwrap_or_default();
+        let algorithms: Vec<&str> = out
+            .encryption_algorithms()
+            .iter()
+            .map(|a| a.as_str())
+            .collect();
+        super::rsa::RsaPublicKey::new(
+            &format!("AWS KMS GetPublicKey in {}", self.region),
+            &arn,
+            out.key_usage().map(|u| u.as_str()).unwrap_or("(none)"),
+            out.key_spec().map(|s| s.as_str()).unwrap_or("(none)"),
+            &algorithms,
+            &der,
         )
     }
 }

@@ -1,14 +1,18 @@
 //! Key providers: who wraps and unwraps data keys.
 //!
-//! [`KeyProvider`] is the one trait; [`aws::AwsKms`] (AWS KMS) and
-//! [`local::LocalKey`] (a key file, for development and offline use) implement
+//! [`KeyProvider`] is the one trait; [`aws::AwsKms`] (AWS KMS),
+//! [`local::LocalKey`] (a key file, for development and offline use),
+//! [`rsa::RsaPublicKey`] (offline sealing with a KMS RSA public key) and
+//! [`kms_rsa::KmsRsa`] (opening those wrappings with KMS Decrypt) implement
 //! it. This module is the only place a data key crosses a process boundary:
 //! grep for `generate_data_key` and `unwrap` to find every KMS call.
 
 pub mod aws;
 pub mod aws_credentials;
 pub mod http;
+pub mod kms_rsa;
 pub mod local;
+pub mod rsa;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,8 +27,16 @@ pub type EncryptionContext = BTreeMap<String, String>;
 /// Why a provider call failed. Messages never contain key material.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderErrorKind {
-    /// The caller may not use the key (IAM / key policy), or the key is disabled.
+    /// The caller may not use the key (IAM / key policy).
     AccessDenied,
+    /// The key is disabled (KMS `DisabledException`): an operator can enable it.
+    KeyDisabled,
+    /// The key is scheduled for deletion (`KMSInvalidStateException`, pending
+    /// deletion): cancel the deletion and enable it before the waiting period ends.
+    KeyPendingDeletion,
+    /// The key is in another state that cannot be used (pending import,
+    /// unavailable custom key store, ...).
+    KeyInvalidState,
     /// The key service could not be reached, timed out or throttled: retry later.
     Unavailable,
     /// The wrapped key did not decrypt: wrong EncryptionContext, wrong key, or tampered.
@@ -58,6 +70,17 @@ impl ProviderError {
     /// Whether retrying later can help.
     pub fn is_transient(&self) -> bool {
         self.kind == ProviderErrorKind::Unavailable
+    }
+
+    /// Whether the key's state (not the request) is the problem: retrying
+    /// after an operator's fix (EnableKey, CancelKeyDeletion) helps.
+    pub fn is_key_state(&self) -> bool {
+        matches!(
+            self.kind,
+            ProviderErrorKind::KeyDisabled
+                | ProviderErrorKind::KeyPendingDeletion
+                | ProviderErrorKind::KeyInvalidState
+        )
     }
 }
 

@@ -19,12 +19,17 @@ use hkdf::Hkdf;
 use hmac::Mac;
 use sha2::{Digest, Sha256, Sha512};
 
+use aws_lc_rs::rsa::{OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, PrivateDecryptingKey};
 use sealcred_shared::Error;
 use sealcred_shared::crd::{Scope, SealedStorageCred, SecretTemplate};
 use sealcred_shared::keyring::{Allowlist, Keyring};
-use sealcred_shared::provider::ProviderErrorKind;
 use sealcred_shared::provider::local::LocalKey;
+use sealcred_shared::provider::rsa::{self, RsaPublicKey};
+use sealcred_shared::provider::{
+    EncryptionContext, GeneratedKey, KeyProvider, ProviderError, ProviderErrorKind,
+};
 use sealcred_shared::seal::{self, Opened, SealInput};
+use sealcred_shared::secret::DataKey;
 use sealcred_shared::secret::SecretBytes;
 
 /// The fixed, public, TEST-ONLY key the vectors are sealed with: bytes 0x00..=0x1f.
@@ -72,6 +77,9 @@ pub fn class(e: &Error) -> String {
             "Provider.{}",
             match p.kind {
                 ProviderErrorKind::AccessDenied => "AccessDenied",
+                ProviderErrorKind::KeyDisabled => "KeyDisabled",
+                ProviderErrorKind::KeyPendingDeletion => "KeyPendingDeletion",
+                ProviderErrorKind::KeyInvalidState => "KeyInvalidState",
                 ProviderErrorKind::Unavailable => "Unavailable",
                 ProviderErrorKind::InvalidCiphertext => "InvalidCiphertext",
                 ProviderErrorKind::NotFound => "NotFound",
@@ -113,9 +121,89 @@ pub fn digest_opened(o: &Opened) -> String {
     digest_entries(o.entries.iter().map(|(k, v)| (k, v.expose())))
 }
 
-/// A keyring that accepts every key id and uses the local key at `path`.
+/// The TEST-ONLY RSA key pair's files inside the vectors directory: the
+/// private key (PKCS#8 PEM, public, for opening vectors only) and its
+/// public-key file as `sealcred pubkey` writes it.
+pub const TEST_RSA_KEY_FILE: &str = "TEST-ONLY-DO-NOT-USE.rsa-2048.pem";
+/// See [`TEST_RSA_KEY_FILE`].
+pub const TEST_PUBKEY_FILE: &str = "TEST-ONLY-DO-NOT-USE.rsa-2048.pubkey";
+/// The (made-up) key ARN the test RSA key pair stands for.
+pub const TEST_RSA_ARN: &str =
+    "arn:aws:kms:us-east-1:111122223333:key/00000000-0000-4000-8000-0000000000aa";
+
+/// The PKCS#8 DER of the test RSA private key.
+pub fn test_rsa_pkcs8() -> Vec<u8> {
+    let pem = std::fs::read_to_string(vectors_dir().join(TEST_RSA_KEY_FILE)).unwrap();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    STANDARD.decode(body).unwrap()
+}
+
+/// The test RSA public key, loaded from its public-key file.
+pub fn test_rsa_public() -> RsaPublicKey {
+    RsaPublicKey::load(&vectors_dir().join(TEST_PUBKEY_FILE)).expect("test public-key file")
+}
+
+/// Stands in for KMS Decrypt of RSA wrappings under [`TEST_RSA_ARN`]: RSA-OAEP
+/// with the test private key, then the library's binding check.
+pub struct TestRsaKms(OaepPrivateDecryptingKey);
+
+impl TestRsaKms {
+    /// From the test key file.
+    pub fn load() -> Self {
+        let k = PrivateDecryptingKey::from_pkcs8(&test_rsa_pkcs8()).unwrap();
+        TestRsaKms(OaepPrivateDecryptingKey::new(k).unwrap())
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyProvider for TestRsaKms {
+    fn name(&self) -> String {
+        "test RSA KMS".into()
+    }
+    fn handles(&self, key_id: &str) -> bool {
+        key_id == rsa::key_id_for(TEST_RSA_ARN)
+    }
+    async fn generate_data_key(
+        &self,
+        _: &EncryptionContext,
+    ) -> Result<GeneratedKey, ProviderError> {
+        unreachable!("the test RSA KMS only decrypts")
+    }
+    async fn wrap(
+        &self,
+        _: &DataKey,
+        _: &EncryptionContext,
+    ) -> Result<(String, Vec<u8>), ProviderError> {
+        unreachable!("the test RSA KMS only decrypts")
+    }
+    async fn unwrap(
+        &self,
+        key_id: &str,
+        ciphertext: &[u8],
+        ctx: &EncryptionContext,
+    ) -> Result<DataKey, ProviderError> {
+        rsa::check_ciphertext_len(key_id, ciphertext.len())?;
+        let mut out = vec![0u8; 512];
+        let plain = self
+            .0
+            .decrypt(&OAEP_SHA256_MGF1SHA256, ciphertext, &mut out, None)
+            .map_err(|_| {
+                ProviderError::new(
+                    ProviderErrorKind::InvalidCiphertext,
+                    "RSA-OAEP decryption failed",
+                )
+            })?;
+        rsa::open_plaintext(key_id, ctx, plain)
+    }
+}
+
+/// A keyring that accepts every key id and uses the local key at `path`, and
+/// the test RSA key for [`TEST_RSA_ARN`] wrappings.
 pub fn keyring(path: &Path) -> Keyring {
-    Keyring::new(Allowlist::any(), Some(path.to_path_buf()))
+    Keyring::new(Allowlist::any(), Some(path.to_path_buf())).with_provider(
+        &rsa::key_id_for(TEST_RSA_ARN),
+        std::sync::Arc::new(TestRsaKms::load()),
+    )
 }
 
 /// Opens with a fresh keyring on `key`.
@@ -310,24 +398,52 @@ pub fn independent_open(
 
     let mut value_keys = BTreeMap::new();
     for dk in &s.data_keys {
-        let w = dk
-            .wrappings
-            .iter()
-            .find(|w| w.key_id == key_id)
-            .expect("a local wrapping");
-        let wrapped = b64(&w.ciphertext);
-        assert_eq!(wrapped.len(), 12 + 32 + 16);
-        let kek_cipher = Aes256Gcm::new(&Key::<Aes256Gcm>::from(*kek));
-        let nonce: [u8; 12] = wrapped[..12].try_into().unwrap();
-        let data_key = kek_cipher
-            .decrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: &wrapped[12..],
-                    aad: &t.wrap_aad,
-                },
+        let rsa_id = format!("rsaes-oaep-sha256:{TEST_RSA_ARN}");
+        let data_key = if let Some(w) = dk.wrappings.iter().find(|w| w.key_id == key_id) {
+            let wrapped = b64(&w.ciphertext);
+            assert_eq!(wrapped.len(), 12 + 32 + 16);
+            let kek_cipher = Aes256Gcm::new(&Key::<Aes256Gcm>::from(*kek));
+            let nonce: [u8; 12] = wrapped[..12].try_into().unwrap();
+            kek_cipher
+                .decrypt(
+                    &Nonce::from(nonce),
+                    Payload {
+                        msg: &wrapped[12..],
+                        aad: &t.wrap_aad,
+                    },
+                )
+                .expect("unwrap")
+        } else {
+            // RSA wrapping (FORMAT.md, "RSA wrapping"): OAEP-SHA-256 with the
+            // private key, then data key ‖ SHA-256(lp(label) ‖ lp(ARN) ‖ lp(map(ctx))).
+            let w = dk
+                .wrappings
+                .iter()
+                .find(|w| w.key_id == rsa_id)
+                .expect("a local or test RSA wrapping");
+            let wrapped = b64(&w.ciphertext);
+            assert_eq!(wrapped.len(), 256);
+            let k = OaepPrivateDecryptingKey::new(
+                PrivateDecryptingKey::from_pkcs8(&test_rsa_pkcs8()).unwrap(),
             )
-            .expect("unwrap");
+            .unwrap();
+            let mut out = vec![0u8; 256];
+            let plain = k
+                .decrypt(&OAEP_SHA256_MGF1SHA256, &wrapped, &mut out, None)
+                .expect("RSA-OAEP")
+                .to_vec();
+            assert_eq!(plain.len(), 64);
+            let mut b = Vec::new();
+            lp(&mut b, b"sealcred/v1 rsa wrap");
+            lp(&mut b, TEST_RSA_ARN.as_bytes());
+            lp(&mut b, &t.context);
+            assert_eq!(
+                &plain[32..],
+                Sha256::digest(&b).as_slice(),
+                "RSA binding check"
+            );
+            plain[..32].to_vec()
+        };
         let id = b64(&dk.id);
         let hk = Hkdf::<Sha512>::new(Some(&id), &data_key);
         let mut kt = KeyTrace {
