@@ -168,6 +168,21 @@ pub(crate) enum Restart {
     KeyFailed(Error),
 }
 
+/// The restart digest an existing Secret records (`Restart::NotAsked` when none).
+pub(crate) fn recorded_restart(existing: Option<&Secret>) -> Restart {
+    existing
+        .and_then(|s| {
+            s.metadata
+                .annotations
+                .as_ref()?
+                .get(RESTART_DIGEST_ANNOTATION)
+        })
+        .map_or(Restart::NotAsked, |digest| Restart::Digest {
+            digest: digest.clone(),
+            first_record: false,
+        })
+}
+
 /// Brings the Secret in line with the object. Plaintext lives in `Opened` and in
 /// the `Wiped` Secret only for the duration of the write.
 pub(crate) async fn sync_secret(
@@ -186,19 +201,7 @@ pub(crate) async fn sync_secret(
         .map_err(Error::Kube)?
         .map(Wiped);
     let checked = Checked::of(existing.as_ref().map(|e| &e.0), uid, secret_name)?;
-    let recorded = existing
-        .as_ref()
-        .and_then(|e| {
-            e.0.metadata
-                .annotations
-                .as_ref()?
-                .get(RESTART_DIGEST_ANNOTATION)
-                .cloned()
-        })
-        .map_or(Restart::NotAsked, |digest| Restart::Digest {
-            digest,
-            first_record: false,
-        });
+    let recorded = recorded_restart(existing.as_ref().map(|e| &e.0));
     let had_digest = matches!(recorded, Restart::Digest { .. });
     // Restarts asked for this Secret: it must carry a restart digest to be up to date.
     let asked = ctx

@@ -47,7 +47,8 @@ use crate::audit::{TARGET as AUDIT, Unseal};
 use crate::context::Context;
 use crate::digest::restart_digest;
 use crate::materialize::{
-    Outcome, Restart, Wiped, check_type, is_subset, secret_annotations, secret_labels, spec_digest,
+    Outcome, Restart, Wiped, check_type, is_subset, recorded_restart, secret_annotations,
+    secret_labels, spec_digest,
 };
 use crate::options::Options;
 use crate::write::{Checked, write};
@@ -434,19 +435,7 @@ pub(crate) async fn sync(
             .zip(annotation_time(&e.0, EXPIRES_AT_ANNOTATION)),
         _ => None,
     };
-    let recorded = existing
-        .as_ref()
-        .and_then(|e| {
-            e.0.metadata
-                .annotations
-                .as_ref()?
-                .get(RESTART_DIGEST_ANNOTATION)
-                .cloned()
-        })
-        .map_or(Restart::NotAsked, |digest| Restart::Digest {
-            digest,
-            first_record: false,
-        });
+    let recorded = recorded_restart(existing.as_ref().map(|e| &e.0));
     let had_digest = matches!(recorded, Restart::Digest { .. });
     let asked = ctx
         .workloads
