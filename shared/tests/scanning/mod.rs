@@ -212,9 +212,11 @@ impl Report {
     }
 
     /// Prints every path's unwiped blocks by frame, and fails if `is_ours` claims any
-    /// beyond `known`: (path, canary, count) of copies found and not fixed yet, each
-    /// listed in docs/SECURITY.md. A known copy that is no longer found fails too
-    /// (remove it from the list).
+    /// beyond `known`: (path, canary, most copies) found and not fixed yet, each listed
+    /// in docs/SECURITY.md. A known copy is an upper bound, not a requirement: whether a
+    /// freed block still holds it when the scan runs depends on the allocator reusing it
+    /// (seen absent on a fresh machine's run), so only more copies, or copies anywhere
+    /// else, fail.
     pub fn print_and_check(&self, is_ours: fn(&str) -> bool, known: &[(&str, &str, usize)]) {
         let mut out = std::io::stdout().lock();
         writeln!(
@@ -268,8 +270,11 @@ impl Report {
         }
         let expected: BTreeMap<(&str, &str), usize> =
             known.iter().map(|(p, n, c)| ((*p, *n), *c)).collect();
+        let within_known = counted
+            .iter()
+            .all(|(k, n)| expected.get(k).is_some_and(|max| n <= max));
         assert!(
-            counted == expected,
+            within_known,
             "sealcred code freed block(s) with secrets in them unwiped: {counted:?}, known: {expected:?}\n{ours_total:#?}"
         );
     }
