@@ -8,25 +8,86 @@
 //! functions so the linker packs them. Names that no longer match (another rustc,
 //! changed dependencies) are ignored: the binary is only laid out as before.
 //!
-//! Only for x86_64 Linux (glibc), whose default linker since Rust 1.90 is LLD
-//! (`--symbol-ordering-file`); `SEALCRED_NO_LINK_ORDER=1` turns it off.
+//! The option (`--symbol-ordering-file`) is LLD's (and mold's); GNU ld and gold refuse
+//! it. Rust's default linker for x86_64 Linux (glibc) is LLD since 1.90, but a user may
+//! configure another one or an older toolchain, so the build first links an empty
+//! program with the same rustc, target, flags and linker; only if that accepts the
+//! option does the CLI get it. `SEALCRED_NO_LINK_ORDER=1` turns it off.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 fn main() {
     println!("cargo:rerun-if-changed=symbol-order.txt");
     println!("cargo:rerun-if-env-changed=SEALCRED_NO_LINK_ORDER");
-    let cfg = |k: &str| std::env::var(k).unwrap_or_default();
-    let lld_default = cfg("CARGO_CFG_TARGET_ARCH") == "x86_64"
-        && cfg("CARGO_CFG_TARGET_OS") == "linux"
-        && cfg("CARGO_CFG_TARGET_ENV") == "gnu";
-    if !lld_default || std::env::var_os("SEALCRED_NO_LINK_ORDER").is_some() {
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    let linux_x86 = var("CARGO_CFG_TARGET_ARCH") == "x86_64"
+        && var("CARGO_CFG_TARGET_OS") == "linux"
+        && var("CARGO_CFG_TARGET_ENV") == "gnu";
+    if !linux_x86 || std::env::var_os("SEALCRED_NO_LINK_ORDER").is_some() {
         return;
     }
-    let order = std::path::Path::new(&cfg("CARGO_MANIFEST_DIR")).join("symbol-order.txt");
-    if order.exists() {
-        println!(
-            "cargo:rustc-link-arg-bin=sealcred=-Wl,--symbol-ordering-file={}",
-            order.display()
-        );
-        println!("cargo:rustc-link-arg-bin=sealcred=-Wl,--no-warn-symbol-ordering");
+    let order = Path::new(&var("CARGO_MANIFEST_DIR")).join("symbol-order.txt");
+    if !order.exists() {
+        return;
     }
+    let out = PathBuf::from(var("OUT_DIR"));
+    if !linker_takes_ordering(&out, &order) {
+        println!(
+            "cargo:warning=the linker does not take --symbol-ordering-file (not LLD?): \
+             sealcred is linked in the default order (BENCHMARKS.md §1c)"
+        );
+        return;
+    }
+    println!(
+        "cargo:rustc-link-arg-bin=sealcred=-Wl,--symbol-ordering-file={}",
+        order.display()
+    );
+    println!("cargo:rustc-link-arg-bin=sealcred=-Wl,--no-warn-symbol-ordering");
+}
+
+/// Links `fn main() {}` as the real build would (rustc, target, RUSTFLAGS, linker) with
+/// the two options added; true if that succeeds.
+fn linker_takes_ordering(out: &Path, order: &Path) -> bool {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let src = out.join("link_order_probe.rs");
+    if std::fs::write(&src, "fn main() {}\n").is_err() {
+        return false;
+    }
+    let mut cmd = Command::new(rustc);
+    cmd.arg("--crate-type=bin")
+        .arg("--crate-name=link_order_probe")
+        .arg("--edition=2021")
+        .arg("-o")
+        .arg(out.join("link_order_probe"))
+        .arg(&src);
+    if let Ok(target) = std::env::var("TARGET") {
+        cmd.arg("--target").arg(target);
+    }
+    if let Some(linker) = std::env::var_os("RUSTC_LINKER") {
+        cmd.arg("-C").arg({
+            let mut a = std::ffi::OsString::from("linker=");
+            a.push(linker);
+            a
+        });
+    }
+    for flag in std::env::var("CARGO_ENCODED_RUSTFLAGS")
+        .unwrap_or_default()
+        .split('\x1f')
+        .filter(|f| !f.is_empty())
+    {
+        cmd.arg(flag);
+    }
+    cmd.arg("-C")
+        .arg(format!(
+            "link-arg=-Wl,--symbol-ordering-file={}",
+            order.display()
+        ))
+        .arg("-C")
+        .arg("link-arg=-Wl,--no-warn-symbol-ordering");
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
