@@ -13,6 +13,13 @@
 //! configure another one or an older toolchain, so the build first links an empty
 //! program with the same rustc, target, flags and linker; only if that accepts the
 //! option does the CLI get it. `SEALCRED_NO_LINK_ORDER=1` turns it off.
+//!
+//! Packed relative relocations (`-z pack-relative-relocs`, DT_RELR) too: the PIE binary's
+//! 32,000 relative relocations take 780 KiB as RELA entries, all read at start-up (peak
+//! RSS), and 9 KiB as RELR. A dynamically linked binary with DT_RELR needs glibc ≥ 2.36 to
+//! load, so it is used only when the probe, linked with it, also runs here (the host is
+//! the target: `cargo install` users run what they built); static builds (scripts/release)
+//! relocate themselves and run anywhere.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,49 +34,54 @@ fn main() {
     if !linux_x86 || std::env::var_os("SEALCRED_NO_LINK_ORDER").is_some() {
         return;
     }
-    let order = Path::new(&var("CARGO_MANIFEST_DIR")).join("symbol-order.txt");
-    if !order.exists() {
-        return;
-    }
     let out = PathBuf::from(var("OUT_DIR"));
-    if !linker_takes_ordering(&out, &order) {
-        println!(
-            "cargo:warning=the linker does not take --symbol-ordering-file (not LLD?): \
-             sealcred is linked in the default order (BENCHMARKS.md §1c)"
-        );
-        return;
+    let order = Path::new(&var("CARGO_MANIFEST_DIR")).join("symbol-order.txt");
+    let ordering = [
+        format!("-Wl,--symbol-ordering-file={}", order.display()),
+        "-Wl,--no-warn-symbol-ordering".to_string(),
+    ];
+    // A checkout without the file (or a linker without the option) links in the default order.
+    if order.exists() {
+        if probe(&out, &ordering, false) {
+            for arg in ordering {
+                println!("cargo:rustc-link-arg-bin=sealcred={arg}");
+            }
+        } else {
+            println!(
+                "cargo:warning=the linker does not take --symbol-ordering-file (not LLD?): \
+                 sealcred is linked in the default order (BENCHMARKS.md §1c)"
+            );
+        }
     }
-    println!(
-        "cargo:rustc-link-arg-bin=sealcred=-Wl,--symbol-ordering-file={}",
-        order.display()
-    );
-    println!("cargo:rustc-link-arg-bin=sealcred=-Wl,--no-warn-symbol-ordering");
+    let relr = ["-Wl,-z,pack-relative-relocs".to_string()];
+    if var("HOST") == var("TARGET") && probe(&out, &relr, true) {
+        println!("cargo:rustc-link-arg-bin=sealcred={}", relr[0]);
+    }
 }
 
 /// Links `fn main() {}` as the real build would (rustc, target, RUSTFLAGS, linker) with
-/// the two options added; true if that succeeds.
-fn linker_takes_ordering(out: &Path, order: &Path) -> bool {
+/// `link_args` added; true if that succeeds and, with `run`, the program runs.
+fn probe(out: &Path, link_args: &[String], run: bool) -> bool {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let src = out.join("link_order_probe.rs");
+    let src = out.join("link_probe.rs");
+    let bin = out.join("link_probe");
     if std::fs::write(&src, "fn main() {}\n").is_err() {
         return false;
     }
     let mut cmd = Command::new(rustc);
     cmd.arg("--crate-type=bin")
-        .arg("--crate-name=link_order_probe")
+        .arg("--crate-name=link_probe")
         .arg("--edition=2021")
         .arg("-o")
-        .arg(out.join("link_order_probe"))
+        .arg(&bin)
         .arg(&src);
     if let Ok(target) = std::env::var("TARGET") {
         cmd.arg("--target").arg(target);
     }
     if let Some(linker) = std::env::var_os("RUSTC_LINKER") {
-        cmd.arg("-C").arg({
-            let mut a = std::ffi::OsString::from("linker=");
-            a.push(linker);
-            a
-        });
+        let mut a = std::ffi::OsString::from("linker=");
+        a.push(linker);
+        cmd.arg("-C").arg(a);
     }
     for flag in std::env::var("CARGO_ENCODED_RUSTFLAGS")
         .unwrap_or_default()
@@ -78,16 +90,14 @@ fn linker_takes_ordering(out: &Path, order: &Path) -> bool {
     {
         cmd.arg(flag);
     }
-    cmd.arg("-C")
-        .arg(format!(
-            "link-arg=-Wl,--symbol-ordering-file={}",
-            order.display()
-        ))
-        .arg("-C")
-        .arg("link-arg=-Wl,--no-warn-symbol-ordering");
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+    for arg in link_args {
+        cmd.arg("-C").arg(format!("link-arg={arg}"));
+    }
+    let quiet = |c: &mut Command| {
+        c.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    quiet(&mut cmd) && (!run || quiet(&mut Command::new(&bin)))
 }
