@@ -116,7 +116,8 @@ mod tests {
             "once: a relist of the same version triggers"
         );
         assert!(w.0.lock().unwrap().is_empty());
-        // A create, its apply and the managedFields patch: three echoes, each dropped once.
+        // Several writes in one reconcile (an adoption: apply, then the managedFields
+        // patch; here three): each echo dropped once.
         for rv in ["10", "11", "12"] {
             w.record("n", "s", Some(rv.into()));
         }

@@ -16,11 +16,19 @@
 //! [`MAX_ATTEMPTS`] times before the reconcile is retried with backoff.
 //!
 //! After creating or adopting a Secret, the controller's server-side apply is made
-//! its only manager: one merge patch, under the same kind of precondition, sets
-//! `managedFields` to the apply's own entry and removes the data keys the object
-//! does not hold. Without it, the fields the create (an `Update` operation) or the
-//! adopted Secret's author set would stay co-owned, and a key later dropped from
-//! the object would outlive the apply that no longer names it.
+//! its only manager, so that a key later dropped from the object does not outlive
+//! the apply that no longer names it:
+//! - created: the create already wrote everything the apply would, so no apply
+//!   follows; one merge patch under the create's resourceVersion turns the
+//!   create's own `managedFields` entry (an `Update` operation) into an `Apply`
+//!   entry of the same fields ([`own_as_apply`]). Two writes for a new Secret;
+//! - adopted: the apply, then one merge patch under the apply's resourceVersion
+//!   sets `managedFields` to the apply's own entry and removes the data keys the
+//!   object does not hold ([`make_exclusive`]), which the adopted Secret's author
+//!   would otherwise still co-own.
+//!
+//! If the conversion patch meets a changed Secret (409), the Secret is re-checked
+//! and, still ours, written by the apply path, which makes the apply exclusive.
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
@@ -130,7 +138,21 @@ pub(crate) async fn write(
                     Ok(created) => {
                         record(&created);
                         exclusive = true;
-                        created.0.metadata.resource_version.clone()
+                        match own_as_apply(api, &name, &created).await {
+                            Ok(Some(patched)) => {
+                                record(&patched);
+                                desired.0.metadata.resource_version = None;
+                                return Ok(());
+                            }
+                            // No entry of ours to convert: apply as after an adoption.
+                            Ok(None) => created.0.metadata.resource_version.clone(),
+                            Err(e) if is_conflict(&e) => {
+                                last_conflict = Some(e);
+                                checked = recheck(api, &name, uid).await?;
+                                continue;
+                            }
+                            Err(e) => return Err(refusal(&name, e, desired.0.data.as_ref())),
+                        }
                     }
                     Err(e) if is_conflict(&e) => {
                         last_conflict = Some(e);
@@ -190,6 +212,50 @@ pub(crate) async fn write(
 async fn recheck(api: &Api<Secret>, name: &str, uid: &str) -> Result<Checked> {
     let now = api.get_opt(name).await.map_err(Error::Kube)?.map(Wiped);
     Checked::of(now.as_ref().map(|w| &w.0), uid, name)
+}
+
+/// Turns the `managedFields` entry our create made (operation `Update`) into an
+/// `Apply` entry of the same fields, as the only entry, under `created`'s
+/// resourceVersion: the state an apply of the same Secret would have left.
+/// `None`: the create left no entry of ours (nothing to convert).
+async fn own_as_apply(
+    api: &Api<Secret>,
+    name: &str,
+    created: &Wiped,
+) -> std::result::Result<Option<Wiped>, kube::Error> {
+    let Some(entries) = as_apply(created.0.metadata.managed_fields.as_deref().unwrap_or(&[]))
+    else {
+        return Ok(None);
+    };
+    let patch = json!({
+        "metadata": {
+            "resourceVersion": created.0.metadata.resource_version,
+            "managedFields": entries,
+        },
+    });
+    let pp = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    api.patch(name, &pp, &Patch::Merge(&patch))
+        .await
+        .map(Wiped)
+        .map(Some)
+}
+
+/// Our create's entry (manager [`FIELD_MANAGER`], operation `Update`, no
+/// subresource) as an `Apply` entry, the only one; `None` if there is none.
+fn as_apply(managers: &[ManagedFieldsEntry]) -> Option<Vec<ManagedFieldsEntry>> {
+    let ours = managers.iter().find(|m| {
+        m.manager.as_deref() == Some(FIELD_MANAGER)
+            && m.operation.as_deref() == Some("Update")
+            && m.subresource.is_none()
+    })?;
+    Some(vec![ManagedFieldsEntry {
+        operation: Some("Apply".into()),
+        time: None,
+        ..ours.clone()
+    }])
 }
 
 /// Leaves our server-side apply the Secret's only manager, and removes data keys
@@ -264,6 +330,34 @@ mod tests {
             },
             ..Secret::default()
         }
+    }
+
+    #[test]
+    fn the_create_entry_becomes_the_only_apply_entry() {
+        let entry =
+            |manager: &str, operation: &str, subresource: Option<&str>| ManagedFieldsEntry {
+                manager: Some(manager.into()),
+                operation: Some(operation.into()),
+                subresource: subresource.map(Into::into),
+                api_version: Some("v1".into()),
+                time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    jiff::Timestamp::UNIX_EPOCH,
+                )),
+                ..ManagedFieldsEntry::default()
+            };
+        let got = as_apply(&[
+            entry("someone-else", "Update", None),
+            entry(FIELD_MANAGER, "Update", Some("status")),
+            entry(FIELD_MANAGER, "Update", None),
+        ])
+        .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].manager.as_deref(), Some(FIELD_MANAGER));
+        assert_eq!(got[0].operation.as_deref(), Some("Apply"));
+        assert_eq!(got[0].subresource, None);
+        assert_eq!(got[0].time, None);
+        assert!(as_apply(&[entry(FIELD_MANAGER, "Apply", None)]).is_none());
+        assert!(as_apply(&[]).is_none());
     }
 
     #[test]

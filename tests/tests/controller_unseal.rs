@@ -6,9 +6,10 @@ mod controller_support;
 use std::collections::BTreeMap;
 
 use controller_support::*;
+use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::{CustomResourceExt, ResourceExt};
 use sealcred_shared::crd::SealedStorageCred;
 use sealcred_tests::testenv;
@@ -21,6 +22,28 @@ async fn applied_object_becomes_an_owned_secret() {
     let client = env.kube_client().await;
     let ns = env.unique_namespace("ctl-unseal").await;
     let ctl = start(env, &ns).await;
+    // Every write to the Secret, seen from a watch opened before it exists.
+    let writes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let watcher = {
+        let api = Api::<Secret>::namespaced(client.clone(), &ns);
+        let writes = writes.clone();
+        let mut events = api
+            .watch(&WatchParams::default().fields("metadata.name=db"), "0")
+            .await
+            .expect("watching the Secret")
+            .boxed();
+        tokio::spawn(async move {
+            while let Some(Ok(e)) = events.next().await {
+                let kind = match e {
+                    WatchEvent::Added(_) => "ADDED",
+                    WatchEvent::Modified(_) => "MODIFIED",
+                    WatchEvent::Deleted(_) => "DELETED",
+                    _ => continue,
+                };
+                writes.lock().unwrap().push(kind.to_string());
+            }
+        })
+    };
 
     let obj = seal_object(
         env,
@@ -32,6 +55,11 @@ async fn applied_object_becomes_an_owned_secret() {
     .await;
     apply(&client, &obj).await;
     wait_ready(&client, &ns, "db", "True", "Unsealed").await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    watcher.abort();
+    // A new Secret is two writes: the create, and the patch that makes its
+    // managedFields entry the apply's (no apply repeating what the create wrote).
+    assert_eq!(*writes.lock().unwrap(), ["ADDED", "MODIFIED"]);
 
     let secret = Api::<Secret>::namespaced(client.clone(), &ns)
         .get("db")
@@ -62,16 +90,13 @@ async fn applied_object_becomes_an_owned_secret() {
     assert_eq!(owners[0].controller, Some(true));
     assert_eq!(owners[0].kind, "SealedStorageCred");
     assert_eq!(Some(&owners[0].uid), live.metadata.uid.as_ref());
-    // Written by server-side apply with our field manager.
-    assert!(
-        secret
-            .managed_fields()
-            .iter()
-            .any(|m| m.manager.as_deref() == Some("sealcred-controller")
-                && m.operation.as_deref() == Some("Apply")),
-        "{:?}",
-        secret.managed_fields()
-    );
+    // Owned by our server-side apply alone, so a key later dropped goes.
+    let managers: Vec<_> = secret
+        .managed_fields()
+        .iter()
+        .map(|m| (m.manager.as_deref(), m.operation.as_deref()))
+        .collect();
+    assert_eq!(managers, [(Some("sealcred-controller"), Some("Apply"))]);
     let status = live.status.unwrap();
     assert_eq!(status.observed_generation, live.metadata.generation);
     assert_eq!(status.secret_name.as_deref(), Some("db"));
@@ -122,6 +147,12 @@ async fn updates_and_drift_are_applied_and_repaired() {
         .await
         .unwrap();
     wait_secret(&client, &ns, "app", &[("token", "two"), ("extra", "x")]).await;
+
+    // A key dropped from the object goes from the Secret the controller created
+    // (its create's managedFields entry became the apply's; nobody co-owns `extra`).
+    let fewer = seal_object(env, &ns, "app", template(&[]), &[("token", "three")]).await;
+    apply(&client, &fewer).await;
+    wait_secret(&client, &ns, "app", &[("token", "three")]).await;
     ctl.stop().await.unwrap();
 }
 

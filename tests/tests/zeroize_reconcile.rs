@@ -6,8 +6,8 @@
 //! key, the keys derived from it and the local key-encryption key.
 //!
 //! Scenario: a sealed object (local key) is applied before measuring; measured: the
-//! controller starts, creates its Secret (unseal, create, apply, managedFields
-//! patch), the Secret's data is edited, the controller restores it (GET, unseal,
+//! controller starts, creates its Secret (unseal, create, managedFields patch), the
+//! Secret's data is edited, the controller restores it (GET, unseal,
 //! apply), and the controller stops. The test reads no Secret value itself.
 //!
 //! ```text
