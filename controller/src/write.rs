@@ -233,14 +233,20 @@ async fn own_as_apply(
             "managedFields": entries,
         },
     });
+    merge_patch(api, name, &patch).await.map(Some)
+}
+
+/// One merge patch by our field manager (its precondition in `patch`'s resourceVersion).
+async fn merge_patch(
+    api: &Api<Secret>,
+    name: &str,
+    patch: &Value,
+) -> std::result::Result<Wiped, kube::Error> {
     let pp = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
-    api.patch(name, &pp, &Patch::Merge(&patch))
-        .await
-        .map(Wiped)
-        .map(Some)
+    api.patch(name, &pp, &Patch::Merge(patch)).await.map(Wiped)
 }
 
 /// Our create's entry (manager [`FIELD_MANAGER`], operation `Update`, no
@@ -295,14 +301,7 @@ async fn make_exclusive(
         },
         "data": extra,
     });
-    let pp = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
-    api.patch(name, &pp, &Patch::Merge(&patch))
-        .await
-        .map(Wiped)
-        .map(Some)
+    merge_patch(api, name, &patch).await.map(Some)
 }
 
 #[cfg(test)]
