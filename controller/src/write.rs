@@ -223,14 +223,13 @@ async fn own_as_apply(
     name: &str,
     created: &Wiped,
 ) -> std::result::Result<Option<Wiped>, kube::Error> {
-    let Some(entries) = as_apply(created.0.metadata.managed_fields.as_deref().unwrap_or(&[]))
-    else {
+    let Some(entry) = as_apply(created.0.metadata.managed_fields.as_deref().unwrap_or(&[])) else {
         return Ok(None);
     };
     let patch = json!({
         "metadata": {
             "resourceVersion": created.0.metadata.resource_version,
-            "managedFields": entries,
+            "managedFields": [entry],
         },
     });
     merge_patch(api, name, &patch).await.map(Some)
@@ -250,18 +249,18 @@ async fn merge_patch(
 }
 
 /// Our create's entry (manager [`FIELD_MANAGER`], operation `Update`, no
-/// subresource) as an `Apply` entry, the only one; `None` if there is none.
-fn as_apply(managers: &[ManagedFieldsEntry]) -> Option<Vec<ManagedFieldsEntry>> {
+/// subresource) as an `Apply` entry; `None` if there is none.
+fn as_apply(managers: &[ManagedFieldsEntry]) -> Option<ManagedFieldsEntry> {
     let ours = managers.iter().find(|m| {
         m.manager.as_deref() == Some(FIELD_MANAGER)
             && m.operation.as_deref() == Some("Update")
             && m.subresource.is_none()
     })?;
-    Some(vec![ManagedFieldsEntry {
+    Some(ManagedFieldsEntry {
         operation: Some("Apply".into()),
         time: None,
         ..ours.clone()
-    }])
+    })
 }
 
 /// Leaves our server-side apply the Secret's only manager, and removes data keys
@@ -350,11 +349,10 @@ mod tests {
             entry(FIELD_MANAGER, "Update", None),
         ])
         .unwrap();
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].manager.as_deref(), Some(FIELD_MANAGER));
-        assert_eq!(got[0].operation.as_deref(), Some("Apply"));
-        assert_eq!(got[0].subresource, None);
-        assert_eq!(got[0].time, None);
+        assert_eq!(got.manager.as_deref(), Some(FIELD_MANAGER));
+        assert_eq!(got.operation.as_deref(), Some("Apply"));
+        assert_eq!(got.subresource, None);
+        assert_eq!(got.time, None);
         assert!(as_apply(&[entry(FIELD_MANAGER, "Apply", None)]).is_none());
         assert!(as_apply(&[]).is_none());
     }
