@@ -8,10 +8,10 @@ use kube::Client;
 use kube::api::ObjectMeta;
 use sealcred_shared::keyring::Keyring;
 
+use crate::consumers::Workloads;
 use crate::digest::DigestKeys;
 use crate::events::Publisher;
 use crate::metrics::Metrics;
-use crate::restart::Workloads;
 
 /// What `reconcile` needs.
 pub struct Context {
@@ -30,7 +30,9 @@ pub struct Context {
     /// The restart-digest keys, per namespace.
     pub(crate) digest_keys: DigestKeys,
     /// The workload caches (None with `--workload-restarts=false`).
-    pub(crate) workloads: Option<Workloads>,
+    pub(crate) workloads: Option<Arc<Workloads>>,
+    /// object uid → the last full reconcile that succeeded (see [`FullSync`]).
+    pub(crate) full_syncs: Mutex<HashMap<String, FullSync>>,
     /// Our own Secret writes, to drop their echo on the Secret watch.
     pub(crate) own_writes: Arc<OwnWrites>,
     /// `--secret-types`: the Secret types the controller may write.
@@ -39,6 +41,18 @@ pub struct Context {
     pub(crate) max_backoff: Duration,
     /// `--sts-role-allow`, `--sts-endpoint`, `--sts-min-refresh`.
     pub(crate) sts: crate::sts::StsConfig,
+}
+
+/// What a consumers-only reconcile (one asked for by a workload change alone) needs
+/// from the last full one of the same generation: the status it wrote (without the
+/// consumers), the Secret's restart digest, and when the full one asked to run again.
+#[derive(Clone)]
+pub(crate) struct FullSync {
+    pub(crate) generation: Option<i64>,
+    pub(crate) status: sealcred_shared::crd::SealedStorageCredStatus,
+    pub(crate) digest: Option<String>,
+    pub(crate) secret_name: String,
+    pub(crate) next: std::time::Instant,
 }
 
 /// The resourceVersions of the Secrets this process has just written, keyed by

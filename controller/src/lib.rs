@@ -20,6 +20,8 @@
 //! - [`http`]: the `/metrics`, `/healthz` and `/readyz` server.
 //! - [`harden`]: process hardening at start (no core dumps, not dumpable).
 //! - [`digest`]: the keyed restart digest of a Secret's values, and its per-namespace key.
+//! - [`consumers`]: the workloads that name a Secret (watched, indexed by Secret) and
+//!   where their rollouts stand (`status.consumers`).
 //! - [`restart`]: rolling restarts of workloads annotated `sealcred.io/restart-on-change`.
 //!
 //! Plaintext lives only in `SecretBytes` (from `sealcred_shared::secret`) until the
@@ -28,6 +30,7 @@
 
 pub mod annotations;
 pub mod audit;
+pub mod consumers;
 pub mod context;
 pub mod digest;
 pub mod events;

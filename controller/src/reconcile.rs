@@ -1,7 +1,7 @@
 //! The one `reconcile` and the one `error_policy`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
@@ -9,10 +9,11 @@ use kube::runtime::events::EventType;
 use sealcred_shared::crd::{SealedStorageCred, SealedStorageCredStatus};
 use tracing::{debug, info, instrument, warn};
 
-use crate::context::Context;
+use crate::consumers::summarize;
+use crate::context::{Context, FullSync};
 use crate::materialize::{Outcome, Restart, sync_secret};
 use crate::restart::Restarter;
-use crate::status::{Health, conditions, publish, write_status};
+use crate::status::{Health, conditions, consumers_condition, publish, write_status};
 use crate::{Error, Result};
 
 /// Requeue of a healthy object is `--resync`; of a conflict, this.
@@ -122,6 +123,78 @@ async fn restart_workloads(
     Ok(())
 }
 
+/// `base` with the consumers of the Secret (`status.consumers`, the `UPDATED/TOTAL`
+/// summary and the `ConsumersUpdated` condition), from the workload caches.
+fn with_consumers(
+    base: &SealedStorageCredStatus,
+    prev: Option<&SealedStorageCredStatus>,
+    ctx: &Context,
+    namespace: &str,
+    secret_name: &str,
+    digest: Option<&str>,
+) -> SealedStorageCredStatus {
+    let mut status = base.clone();
+    let Some(workloads) = &ctx.workloads else {
+        return status;
+    };
+    let consumers = workloads.consumers_of(namespace, secret_name);
+    let (entries, condition) = summarize(&consumers, secret_name, digest);
+    status.consumers = entries;
+    if let Some(c) = condition {
+        status.consumers_updated = Some(c.summary);
+        status.conditions.push(consumers_condition(
+            prev,
+            c.status,
+            c.reason,
+            &c.message,
+            base.observed_generation,
+        ));
+    }
+    status
+}
+
+/// A reconcile asked for by a change of the Secret's consumers alone (a workload's
+/// rollout moved, or its annotations changed) only refreshes `status.consumers`:
+/// no KMS call, no Secret read. It needs a full reconcile of the same generation
+/// that succeeded in this process, not yet due again, and no restart pending;
+/// otherwise (None) the full reconcile runs.
+async fn consumers_only(
+    obj: &SealedStorageCred,
+    ctx: &Context,
+    namespace: &str,
+    uid: &str,
+    secret_name: &str,
+) -> Result<Option<Action>> {
+    let Some(workloads) = &ctx.workloads else {
+        return Ok(None);
+    };
+    if !workloads.take_consumers_only(namespace, &obj.name_any()) {
+        return Ok(None);
+    }
+    let Some(full) = ctx.full_syncs.lock().unwrap().get(uid).cloned() else {
+        return Ok(None);
+    };
+    let now = Instant::now();
+    if full.generation != obj.metadata.generation
+        || full.secret_name != secret_name
+        || now >= full.next
+        || ctx.restarts_pending.lock().unwrap().contains(uid)
+    {
+        return Ok(None);
+    }
+    let status = with_consumers(
+        &full.status,
+        obj.status.as_ref(),
+        ctx,
+        namespace,
+        secret_name,
+        full.digest.as_deref(),
+    );
+    write_status(obj, ctx, status).await?;
+    ctx.metrics.reconciled("consumers");
+    Ok(Some(Action::requeue(full.next - now)))
+}
+
 /// Reconciles one `SealedStorageCred`: unseal, write the Secret, write the status.
 #[instrument(skip(obj, ctx), fields(namespace = obj.namespace().unwrap_or_default(), name = obj.name_any()))]
 pub async fn reconcile(obj: Arc<SealedStorageCred>, ctx: Arc<Context>) -> Result<Action> {
@@ -141,6 +214,10 @@ pub async fn reconcile(obj: Arc<SealedStorageCred>, ctx: Arc<Context>) -> Result
     let generation = obj.metadata.generation;
     let prev = obj.status.as_ref();
     let entries: Vec<String> = obj.spec.entries.keys().cloned().collect();
+
+    if let Some(action) = consumers_only(&obj, &ctx, &namespace, &uid, &secret_name).await? {
+        return Ok(action);
+    }
 
     let synced = match &obj.spec.sts {
         Some(_) => crate::sts::sync(&obj, &ctx, &namespace, &uid, &secret_name)
@@ -169,14 +246,48 @@ pub async fn reconcile(obj: Arc<SealedStorageCred>, ctx: Arc<Context>) -> Result
                     entries,
                 ),
             };
-            let status = SealedStorageCredStatus {
+            let base = SealedStorageCredStatus {
                 observed_generation: generation,
                 conditions: conditions(prev, Health::Ready, "Unsealed", &message, generation),
                 secret_name: Some(secret_name.clone()),
                 entries,
                 credentials: sts.as_ref().map(|(c, _)| c.clone()),
+                ..Default::default()
             };
-            write_status(&obj, &ctx, status).await?;
+            let digest = match &outcome {
+                Outcome::Written { restart, .. } | Outcome::Unchanged { restart } => {
+                    match restart {
+                        Restart::Digest { digest, .. } => Some(digest.clone()),
+                        _ => None,
+                    }
+                }
+            };
+            write_status(
+                &obj,
+                &ctx,
+                with_consumers(
+                    &base,
+                    prev,
+                    &ctx,
+                    &namespace,
+                    &secret_name,
+                    digest.as_deref(),
+                ),
+            )
+            .await?;
+            let requeue = sts
+                .as_ref()
+                .map_or(ctx.resync, |(_, requeue)| (*requeue).min(ctx.resync));
+            ctx.full_syncs.lock().unwrap().insert(
+                uid.clone(),
+                FullSync {
+                    generation,
+                    status: base,
+                    digest,
+                    secret_name: secret_name.clone(),
+                    next: Instant::now() + requeue,
+                },
+            );
             let (label, changed, restart) = match outcome {
                 Outcome::Written {
                     content_changed,
@@ -193,14 +304,12 @@ pub async fn reconcile(obj: Arc<SealedStorageCred>, ctx: Arc<Context>) -> Result
             };
             restart_workloads(&obj, &ctx, &namespace, &uid, &secret_name, changed, restart).await?;
             ctx.metrics.reconciled(label);
-            Ok(Action::requeue(sts.map_or(ctx.resync, |(_, requeue)| {
-                requeue.min(ctx.resync)
-            })))
+            Ok(Action::requeue(requeue))
         }
         Err(err) => {
             let reason = err.reason();
             let message = err.to_string();
-            let status = SealedStorageCredStatus {
+            let mut status = SealedStorageCredStatus {
                 observed_generation: generation,
                 conditions: conditions(
                     prev,
@@ -216,7 +325,15 @@ pub async fn reconcile(obj: Arc<SealedStorageCred>, ctx: Arc<Context>) -> Result
                 secret_name: Some(secret_name),
                 entries: prev.map(|s| s.entries.clone()).unwrap_or_default(),
                 credentials: prev.and_then(|s| s.credentials.clone()),
+                consumers: prev.map(|s| s.consumers.clone()).unwrap_or_default(),
+                consumers_updated: prev.and_then(|s| s.consumers_updated.clone()),
             };
+            if let Some(c) =
+                prev.and_then(|p| p.conditions.iter().find(|c| c.type_ == "ConsumersUpdated"))
+            {
+                status.conditions.push(c.clone());
+            }
+            ctx.full_syncs.lock().unwrap().remove(&uid);
             if !matches!(err, Error::Kube(_)) {
                 if let Err(e) = write_status(&obj, &ctx, status).await {
                     warn!(error = %e, "writing the status failed");

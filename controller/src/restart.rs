@@ -22,26 +22,19 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
-use std::time::Duration;
-
-use futures::{FutureExt, StreamExt};
-use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::Resource as ApiResource;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
+use crate::consumers::{Consumer, Kind, Workloads};
 use crate::events::Publisher;
 use crate::metrics::Metrics;
-use crate::support::{AbortOnDrop, hex, strip_for_cache};
+use crate::support::hex;
 use crate::{Error, FIELD_MANAGER, Result};
 
 /// Annotation on a workload: the Secrets (comma-separated) whose change rolls it.
@@ -100,132 +93,6 @@ pub struct Restarted {
     pub name: String,
 }
 
-/// How long the controller waits at start for the workload caches' first list.
-const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Metadata-only caches (watch, managedFields dropped) of the Deployments,
-/// StatefulSets and DaemonSets in scope: the restart pass looks up the workloads that
-/// name a Secret here instead of listing three kinds on every reconcile.
-pub struct Workloads {
-    deployments: Store<PartialObjectMeta<Deployment>>,
-    statefulsets: Store<PartialObjectMeta<StatefulSet>>,
-    daemonsets: Store<PartialObjectMeta<DaemonSet>>,
-    _tasks: Vec<AbortOnDrop>,
-}
-
-fn cache<K>(client: &Client, namespace: Option<&str>) -> (Store<PartialObjectMeta<K>>, AbortOnDrop)
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let api: Api<PartialObjectMeta<K>> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(|m| strip_for_cache(&mut m.metadata))
-        .reflect(writer);
-    let task = tokio::spawn(stream.for_each(|ev| async move {
-        if let Err(e) = ev {
-            warn!(kind = K::kind(&()).as_ref(), error = %e, "watching workloads failed; retrying");
-        }
-    }));
-    (reader, AbortOnDrop(task))
-}
-
-impl Workloads {
-    /// Starts the three watches (all namespaces, or one).
-    pub fn start(client: &Client, namespace: Option<&str>) -> Self {
-        let (deployments, a) = cache::<Deployment>(client, namespace);
-        let (statefulsets, b) = cache::<StatefulSet>(client, namespace);
-        let (daemonsets, c) = cache::<DaemonSet>(client, namespace);
-        Workloads {
-            deployments,
-            statefulsets,
-            daemonsets,
-            _tasks: vec![a, b, c],
-        }
-    }
-
-    /// Waits (10 s at most) until the three caches have their first list; says so if not.
-    pub async fn wait_synced(&self) {
-        let all = async {
-            let _ = self.deployments.wait_until_ready().await;
-            let _ = self.statefulsets.wait_until_ready().await;
-            let _ = self.daemonsets.wait_until_ready().await;
-        };
-        if tokio::time::timeout(CACHE_SYNC_TIMEOUT, all).await.is_err() {
-            warn!(
-                "the workload caches have not synced after 10 s: check list/watch on deployments, statefulsets and daemonsets (or run with --workload-restarts=false); restart passes fail with CacheNotReady until they sync"
-            );
-        }
-    }
-}
-
-/// Whether any workload of `namespace` in `store` names `secret` (true while the
-/// cache has not synced: it may).
-fn any_naming<K>(store: &Store<PartialObjectMeta<K>>, namespace: &str, secret: &str) -> bool
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    if !matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))) {
-        return true;
-    }
-    store
-        .find(|m| {
-            m.metadata.namespace.as_deref() == Some(namespace)
-                && names_secret(m.annotations(), secret)
-        })
-        .is_some()
-}
-
-impl Workloads {
-    /// Whether a Deployment, StatefulSet or DaemonSet of `namespace` names `secret` in
-    /// `sealcred.io/restart-on-change` (from the caches; true while they sync).
-    pub fn any_naming(&self, namespace: &str, secret: &str) -> bool {
-        any_naming(&self.deployments, namespace, secret)
-            || any_naming(&self.statefulsets, namespace, secret)
-            || any_naming(&self.daemonsets, namespace, secret)
-    }
-}
-
-/// The names of the workloads of `namespace` in `store` that name `secret`.
-fn naming<K>(
-    store: &Store<PartialObjectMeta<K>>,
-    namespace: &str,
-    secret: &str,
-) -> Result<Vec<String>>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    // Not synced yet (see `Workloads::wait_synced`): fail at once and let the backoff
-    // retry, rather than hold a worker.
-    match store.wait_until_ready().now_or_never() {
-        Some(Ok(())) => {}
-        _ => {
-            return Err(Error::CacheNotReady(format!(
-                "the {} cache has not synced (check the controller's list/watch permission on them)",
-                K::plural(&())
-            )));
-        }
-    }
-    Ok(store
-        .state_filter(|m| {
-            m.metadata.namespace.as_deref() == Some(namespace)
-                && names_secret(m.annotations(), secret)
-        })
-        .iter()
-        .map(|m| m.name_any())
-        .collect())
-}
-
 /// The Secret a restart pass is about.
 #[derive(Clone, Copy)]
 struct Target<'a> {
@@ -270,39 +137,34 @@ impl Restarter<'_> {
             content_changed,
             first_record,
         };
-        let w = self.workloads;
+        let candidates = self
+            .workloads
+            .restart_candidates(namespace, secret)
+            .map_err(Error::CacheNotReady)?;
+        let names = |k: Kind| -> Vec<String> {
+            candidates
+                .iter()
+                .filter(|w| w.kind == k)
+                .map(|w| w.name.clone())
+                .collect()
+        };
         let mut done = Vec::new();
-        self.pass(&w.deployments, &t, &mut done, |d| {
-            d.spec.template.metadata.as_ref()?.annotations.as_ref()
-        })
-        .await?;
-        self.pass(&w.statefulsets, &t, &mut done, |s| {
-            s.spec.template.metadata.as_ref()?.annotations.as_ref()
-        })
-        .await?;
-        self.pass(&w.daemonsets, &t, &mut done, |d| {
-            d.spec.template.metadata.as_ref()?.annotations.as_ref()
-        })
-        .await?;
+        self.pass::<Deployment>(names(Kind::Deployment), &t, &mut done)
+            .await?;
+        self.pass::<StatefulSet>(names(Kind::StatefulSet), &t, &mut done)
+            .await?;
+        self.pass::<DaemonSet>(names(Kind::DaemonSet), &t, &mut done)
+            .await?;
         Ok(done)
     }
 
-    /// Rolls the workloads of one kind (from `store`) that name `t.secret` and need it.
-    async fn pass<K>(
+    /// Rolls the workloads of one kind (`names`, from the caches) that need it.
+    async fn pass<K: Consumer + Serialize>(
         &self,
-        store: &Store<PartialObjectMeta<K>>,
+        names: Vec<String>,
         t: &Target<'_>,
         done: &mut Vec<Restarted>,
-        template_annotations: fn(&K) -> Option<&BTreeMap<String, String>>,
-    ) -> Result<()>
-    where
-        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-            + ApiResource
-            + Clone
-            + Debug
-            + DeserializeOwned
-            + Serialize,
-    {
+    ) -> Result<()> {
         let Target {
             namespace,
             secret,
@@ -310,15 +172,15 @@ impl Restarter<'_> {
             content_changed,
             first_record,
         } = *t;
-        let kind = <K as ApiResource>::KIND;
+        let kind = K::WORKLOAD_KIND.as_str();
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
         let key = restarted_for_key(secret);
-        for name in naming(store, namespace, secret)? {
+        for name in names {
             // The cache holds metadata only; the pod template is read fresh.
             let Some(workload) = api.get_opt(&name).await.map_err(Error::Kube)? else {
                 continue;
             };
-            let current = template_annotations(&workload).and_then(|a| a.get(&key));
+            let current = workload.template_annotations().and_then(|a| a.get(&key));
             if !needs_restart(
                 current.map(String::as_str),
                 digest,

@@ -20,13 +20,13 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::annotations::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, RECONCILE_REQUESTED_ANNOTATION};
+use crate::consumers::{Workloads, report_misnames};
 use crate::context::{Context, OwnWrites};
 use crate::events::Publisher;
 use crate::leader::LeaseLock;
 use crate::metrics::Metrics;
 use crate::options::Options;
 use crate::reconcile::{error_policy, reconcile};
-use crate::restart::Workloads;
 use crate::support::{AbortOnDrop, strip_for_cache};
 use crate::{Error, FIELD_MANAGER, Result};
 
@@ -136,6 +136,18 @@ async fn forget_deleted(store: Store<SealedStorageCred>, ctx: Arc<Context>) {
             .lock()
             .unwrap()
             .retain(|k, _| live.contains(k));
+        ctx.full_syncs
+            .lock()
+            .unwrap()
+            .retain(|k, _| live.contains(k));
+        if let Some(w) = &ctx.workloads {
+            let names: HashSet<(String, String)> = store
+                .state()
+                .iter()
+                .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
+                .collect();
+            w.retain_writers(|ns, name| names.contains(&(ns.to_string(), name.to_string())));
+        }
     }
 }
 
@@ -242,6 +254,7 @@ pub async fn run(
         failures: Mutex::new(HashMap::new()),
         restarts_pending: Mutex::new(HashSet::new()),
         restarts_checked: Mutex::new(HashMap::new()),
+        full_syncs: Mutex::new(HashMap::new()),
         digest_keys: crate::digest::DigestKeys::new(client.clone()),
         workloads: opts
             .workload_restarts
@@ -264,11 +277,20 @@ pub async fn run(
     // generation, or a new object) triggers a reconcile, so our own status write
     // does not re-trigger it (the cache still sees the new status).
     let (reader, writer) = reflector::store();
+    let writers = ctx.workloads.clone();
     let object_stream = watcher(objects, wc)
         .modify(|o| strip_for_cache(&mut o.metadata))
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(trigger_hash, Default::default());
+        .predicate_filter(trigger_hash, Default::default())
+        .inspect_ok(move |o| {
+            // Consumers' changes reach the object that writes their Secret; and the
+            // reconcile this triggers is a full one.
+            if let Some(w) = &writers {
+                let secret = o.spec.template.name.clone().unwrap_or_else(|| o.name_any());
+                w.note_writer(&o.namespace().unwrap_or_default(), &o.name_any(), &secret);
+            }
+        });
     // Only the Secrets' metadata is watched (`PartialObjectMeta`: metadata-only list and
     // watch requests; a data edit still changes the resourceVersion), so no Secret
     // values flow through the watch. No cache: an event only triggers the owner, unless
@@ -284,9 +306,29 @@ pub async fn run(
     )
     .touched_objects()
     .try_filter(move |s| std::future::ready(!own_writes.is_echo(&s.metadata)));
-    let controller = Controller::for_stream(object_stream, reader)
+    let full = ctx.workloads.clone();
+    let secret_stream = secret_stream.inspect_ok(move |s| {
+        // A change of the Secret itself: its owner's next reconcile is a full one.
+        if let (Some(w), Some(owner)) = (
+            &full,
+            s.owner_references()
+                .iter()
+                .find(|r| r.controller == Some(true)),
+        ) {
+            w.note_full(&s.namespace().unwrap_or_default(), &owner.name);
+        }
+    });
+    let mut controller = Controller::for_stream(object_stream, reader)
         .owns_stream(secret_stream)
         .with_config(ControllerConfig::default().concurrency(opts.concurrency));
+    let mut _misnames = None;
+    if let Some(w) = &ctx.workloads {
+        controller = controller.reconcile_on(w.triggers());
+        _misnames = Some(AbortOnDrop(tokio::spawn(report_misnames(
+            Arc::clone(w),
+            Arc::clone(&ctx),
+        ))));
+    }
     if let Some(w) = &ctx.workloads {
         w.wait_synced().await;
     }

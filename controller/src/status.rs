@@ -86,6 +86,24 @@ pub(crate) fn conditions(
     out
 }
 
+/// The `ConsumersUpdated` condition (see [`crate::consumers::summarize`]).
+pub(crate) fn consumers_condition(
+    prev: Option<&SealedStorageCredStatus>,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) -> Condition {
+    condition(
+        prev,
+        "ConsumersUpdated",
+        status,
+        reason,
+        message,
+        generation,
+    )
+}
+
 /// Writes the status with server-side apply on the status subresource, unless
 /// it is already what it should be (so status writes do not loop).
 pub(crate) async fn write_status(

@@ -47,6 +47,7 @@ pub const MAX_DATA_KEYS: usize = 32;
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
     printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.secretName"}"#,
     printcolumn = r#"{"name":"Scope","type":"string","jsonPath":".spec.scope","priority":1}"#,
+    printcolumn = r#"{"name":"Consumers","type":"string","jsonPath":".status.consumersUpdated","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -252,6 +253,40 @@ pub struct SealedStorageCredStatus {
     /// when the controller refreshes them. Times only, never a value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<CredentialsStatus>,
+    /// The workloads that name the Secret in `sealcred.io/restart-on-change` (its
+    /// consumers), each with its rollout to the current credential. Counts only,
+    /// never a value. Omitted when no workload names the Secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<ConsumerStatus>,
+    /// `UPDATED/TOTAL`: how many consumers run the current credential with their
+    /// rollout complete, of how many (`kubectl get ssc -o wide`, column Consumers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumers_updated: Option<String>,
+}
+
+/// One workload that reads the Secret, and where its rollout stands.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerStatus {
+    /// `Deployment`, `StatefulSet` or `DaemonSet`.
+    pub kind: String,
+    /// The workload's name.
+    pub name: String,
+    /// The workload's namespace, when it is not the object's: such a consumer is
+    /// refused (a pod reads Secrets of its own namespace only) and never restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// `Updated` (the current credential, rollout complete), `Rolling` (the current
+    /// credential, rollout in progress), `Stale` (the pod template still names an
+    /// older credential), `Untracked` (sealcred has not rolled it since it named the
+    /// Secret: its pods may predate the current credential) or `Refused`.
+    pub state: String,
+    /// Desired replicas (DaemonSet: nodes that should run the pod).
+    pub replicas: i32,
+    /// Replicas on the workload's current pod template.
+    pub updated_replicas: i32,
+    /// Ready replicas.
+    pub ready_replicas: i32,
 }
 
 /// The lifetime of the STS credentials in the Secret.

@@ -5,20 +5,27 @@
 //! `storage.secretName` (a projected config volume at `/etc/flyte/config`) passes the
 //! API server's validation. Then the rotation runbook (docs/rotation.md): a new access
 //! key merged in with `sealcred seal --profile flyte-core --merge-into`, re-applied, the
-//! Secret updated and the Deployment (annotated `sealcred.io/restart-on-change`) rolled.
+//! Secret updated, and flyteadmin, flytepropeller and datacatalog (Deployments shaped
+//! like flyte-core's, annotated `sealcred.io/restart-on-change`) rolled for real on the
+//! test cluster (kube-controller-manager, KWOK nodes): exactly once per change, none on
+//! a re-apply.
 
 mod controller_support;
 
 use std::path::{Path, PathBuf};
 
 use controller_support::*;
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, PostParams};
 use sealcred_shared::crd::SealedStorageCred;
 use sealcred_tests::{TestEnv, testenv};
 use serde_json::{Value, json};
 
 const SECRET: &str = "flyte-storage-creds";
+const FLYTE_COMPONENTS: [&str; 3] = ["flyteadmin", "flytepropeller", "datacatalog"];
+const ROLLOUT: std::time::Duration = std::time::Duration::from_secs(120);
 const RESTARTED_FOR: &str = "sealcred.io/restarted-for-flyte-storage-creds";
 
 /// The `sealcred` binary of this build (`$CARGO_TARGET_DIR/debug/sealcred`): built by
@@ -87,29 +94,41 @@ fn storage_block(access_key: &str, secret_key: &str) -> Value {
     })
 }
 
-/// flyteadmin as the flyte-core chart deploys it with `storage.secretName` set: the chart
-/// projects its config maps and the named Secret into one volume mounted at
-/// `/etc/flyte/config`, and starts `flyteadmin --config /etc/flyte/config/*.yaml serve`.
-fn flyteadmin() -> Deployment {
+/// A flyte-core component as the chart deploys it with `storage.secretName` set: the
+/// chart projects the component's config maps and the named Secret into one volume
+/// mounted at `/etc/flyte/config`, and starts the binary with
+/// `--config /etc/flyte/config/*.yaml` (flyteadmin: `serve`; flytepropeller: none;
+/// datacatalog: `serve`).
+fn flyte_component(name: &str, config_maps: &[&str], args: &[&str]) -> Deployment {
+    let mut sources: Vec<Value> = config_maps
+        .iter()
+        .map(|c| json!({ "configMap": { "name": c } }))
+        .collect();
+    sources.push(json!({ "secret": { "name": SECRET } }));
+    let mut command = vec![
+        json!(name),
+        json!("--config"),
+        json!("/etc/flyte/config/*.yaml"),
+    ];
+    command.extend(args.iter().map(|a| json!(a)));
     serde_json::from_value(json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
-            "name": "flyteadmin",
-            "labels": { "app.kubernetes.io/name": "flyteadmin" },
+            "name": name,
+            "labels": { "app.kubernetes.io/name": name },
             "annotations": { "sealcred.io/restart-on-change": SECRET },
         },
         "spec": {
             "replicas": 1,
-            "selector": { "matchLabels": { "app.kubernetes.io/name": "flyteadmin" } },
+            "selector": { "matchLabels": { "app.kubernetes.io/name": name } },
             "template": {
-                "metadata": { "labels": { "app.kubernetes.io/name": "flyteadmin" } },
+                "metadata": { "labels": { "app.kubernetes.io/name": name } },
                 "spec": {
                     "containers": [{
-                        "name": "flyteadmin",
-                        "image": "cr.flyte.org/flyteorg/flyteadmin:v1.15.0",
-                        "command": ["flyteadmin", "--config", "/etc/flyte/config/*.yaml", "serve"],
-                        "ports": [{ "containerPort": 8088 }, { "containerPort": 8089 }],
+                        "name": name,
+                        "image": format!("cr.flyte.org/flyteorg/{name}:v1.15.0"),
+                        "command": command,
                         "volumeMounts": [
                             { "name": "shared-data", "mountPath": "/etc/flyte/shared" },
                             { "name": "config-volume", "mountPath": "/etc/flyte/config" },
@@ -117,17 +136,86 @@ fn flyteadmin() -> Deployment {
                     }],
                     "volumes": [
                         { "name": "shared-data", "emptyDir": {} },
-                        { "name": "config-volume", "projected": { "sources": [
-                            { "configMap": { "name": "flyte-admin-clusters-config" } },
-                            { "configMap": { "name": "flyte-admin-base-config" } },
-                            { "secret": { "name": SECRET } },
-                        ] } },
+                        { "name": "config-volume", "projected": { "sources": sources } },
                     ],
                 },
             },
         },
     }))
     .expect("Deployment")
+}
+
+fn flyteadmin() -> Deployment {
+    flyte_component(
+        "flyteadmin",
+        &["flyte-admin-clusters-config", "flyte-admin-base-config"],
+        &["serve"],
+    )
+}
+
+/// The three flyte-core components that read `storage.secretName`.
+fn flyte_components() -> [Deployment; 3] {
+    [
+        flyteadmin(),
+        flyte_component("flytepropeller", &["flyte-propeller-config"], &[]),
+        flyte_component("datacatalog", &["datacatalog-config"], &["serve"]),
+    ]
+}
+
+/// Whether Deployment `name` has rolled exactly `rollouts` times (revision
+/// `rollouts + 1`, that many + 1 ReplicaSets) and its one pod runs the newest template.
+async fn rolled_exactly(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    rollouts: usize,
+) -> Option<()> {
+    let d = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .ok()?;
+    let revision = d
+        .annotations()
+        .get("deployment.kubernetes.io/revision")?
+        .clone();
+    let rs = Api::<ReplicaSet>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/name={name}")))
+        .await
+        .ok()?
+        .items;
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/name={name}")))
+        .await
+        .ok()?
+        .items;
+    let want = d
+        .spec
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .clone()
+        .unwrap_or_default();
+    let status = d.status.clone()?;
+    let done = revision == (rollouts + 1).to_string()
+        && rs.len() == rollouts + 1
+        && status.observed_generation == d.metadata.generation
+        && status.updated_replicas == Some(1)
+        && status.available_replicas == Some(1)
+        && status.replicas == Some(1)
+        && pods.len() == 1
+        && pods.iter().all(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                && want
+                    .get(RESTARTED_FOR)
+                    .is_none_or(|v| p.annotations().get(RESTARTED_FOR) == Some(v))
+        });
+    assert!(
+        revision.parse::<usize>().ok()? <= rollouts + 1,
+        "{name} rolled more than once per change"
+    );
+    done.then_some(())
 }
 
 async fn storage_yaml(client: &kube::Client, ns: &str) -> Option<Value> {
@@ -195,22 +283,22 @@ async fn flyte_core_profile_materializes_and_rotates() {
         storage_block("AKIAIOSFODNN7EXAMPLE", old_secret)
     );
 
-    // flyteadmin, mounting the Secret as flyte-core does: validated by the API server
-    // (dry run), then created (no pods run: there is no kube-controller-manager).
+    // flyteadmin, flytepropeller and datacatalog, mounting the Secret as flyte-core
+    // does: created, and their pods run on the KWOK nodes.
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
-    let dry = PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    };
-    deployments
-        .create(&dry, &flyteadmin())
-        .await
-        .expect("the API server accepts the flyte-core style mount (dry run)");
-    let created = deployments
-        .create(&PostParams::default(), &flyteadmin())
-        .await
-        .expect("creating flyteadmin");
-    assert_eq!(created.metadata.generation, Some(1));
+    for d in flyte_components() {
+        let created = deployments
+            .create(&PostParams::default(), &d)
+            .await
+            .expect("the API server accepts the flyte-core style mount");
+        assert_eq!(created.metadata.generation, Some(1));
+    }
+    for name in FLYTE_COMPONENTS {
+        wait_for(&format!("{name} running"), ROLLOUT, || {
+            rolled_exactly(&client, &ns, name, 0)
+        })
+        .await;
+    }
 
     // Rotation (docs/rotation.md): a new access key merged in, no decryption needed.
     let new_secret = "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY";
@@ -245,17 +333,58 @@ async fn flyte_core_profile_materializes_and_rotates() {
     })
     .await;
     wait_ready(&client, &ns, SECRET, "True", "Unsealed").await;
-    wait_for("flyteadmin rolled", CONVERGE, || async {
-        let d = deployments.get("flyteadmin").await.ok()?;
-        let rolled = d
-            .spec
-            .template
-            .metadata?
-            .annotations?
-            .contains_key(RESTARTED_FOR);
-        (rolled && d.metadata.generation == Some(2)).then_some(())
-    })
+    // Each component rolls exactly once, to a pod on the new template.
+    for name in FLYTE_COMPONENTS {
+        wait_for(&format!("{name} rolled once"), ROLLOUT, || {
+            rolled_exactly(&client, &ns, name, 1)
+        })
+        .await;
+    }
+    assert_eq!(ctl.metrics().workload_restarts_total(), 3);
+
+    // A second change: exactly one more rollout each; a re-apply of it: none.
+    std::fs::write(
+        dir.path().join("third_secret_key"),
+        "x9Tm2oQe/Vd7Ls/K1pRwz8UyNaHcEXAMPLEKEY",
+    )
+    .unwrap();
+    sealcred(
+        env,
+        dir.path(),
+        &[
+            "seal",
+            "--profile",
+            "flyte-core",
+            "--merge-into",
+            sealed_s,
+            "--access-key-id",
+            "AKIAJ7Q4EXAMPLE3RD00",
+            "--secret-access-key-file",
+            "third_secret_key",
+            "--bucket",
+            "my-flyte-bucket",
+            "--region",
+            "us-east-1",
+            "--endpoint",
+            "http://minio.flyte.svc:9000",
+        ],
+    )
     .await;
-    assert_eq!(ctl.metrics().workload_restarts_total(), 1);
+    let third = read_sealed(&sealed);
+    apply(&client, &third).await;
+    for name in FLYTE_COMPONENTS {
+        wait_for(&format!("{name} rolled twice"), ROLLOUT, || {
+            rolled_exactly(&client, &ns, name, 2)
+        })
+        .await;
+    }
+    apply(&client, &third).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    for name in FLYTE_COMPONENTS {
+        rolled_exactly(&client, &ns, name, 2)
+            .await
+            .expect("no rollout on a re-apply");
+    }
+    assert_eq!(ctl.metrics().workload_restarts_total(), 6);
     ctl.stop().await.unwrap();
 }
