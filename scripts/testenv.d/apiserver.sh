@@ -16,7 +16,7 @@ etcd_launch() {
 		--listen-client-urls="http://127.0.0.1:$cport" --advertise-client-urls="http://127.0.0.1:$cport" \
 		--listen-peer-urls="http://127.0.0.1:$pport" --initial-advertise-peer-urls="http://127.0.0.1:$pport" \
 		--initial-cluster="sealcred-testenv=http://127.0.0.1:$pport" \
-		--unsafe-no-fsync --log-level=warn
+		--heartbeat-interval=10 --election-timeout=100 --unsafe-no-fsync --log-level=warn
 }
 
 etcd_url() { echo "http://127.0.0.1:$(port_of etcd)"; }
@@ -65,6 +65,7 @@ apiserver_launch() {
 		--service-account-signing-key-file="$TE/pki/sa.key" \
 		--disable-admission-plugins=ServiceAccount \
 		--enable-priority-and-fairness=false \
+		--shutdown-watch-termination-grace-period=2s \
 		--profiling=false
 }
 

@@ -2,8 +2,15 @@
 # scripts/testenv.d/build.sh: what the servers run. The moto venv, and the Go binaries
 # cached in BIN_DIR (built from the wrapper modules in tools/controlplane/, only when missing).
 
+# ensure_venv: moto[server] at MOTO_VERSION in VENV. Known installed (without the 1 s of
+# importing moto) when pip's records of moto at that version and of boto3 are there.
 ensure_venv() {
 	local check="import moto, moto.server, boto3, sys; sys.exit(0 if moto.__version__ == '$MOTO_VERSION' else 1)"
+	if [ -x "$VENV/bin/python" ] &&
+		compgen -G "$VENV/lib/python3*/site-packages/moto-$MOTO_VERSION.dist-info/RECORD" >/dev/null &&
+		compgen -G "$VENV/lib/python3*/site-packages/boto3-*.dist-info/RECORD" >/dev/null; then
+		return 0
+	fi
 	if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "$check" >/dev/null 2>&1; then
 		return 0
 	fi
