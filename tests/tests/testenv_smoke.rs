@@ -1,16 +1,21 @@
 //! Smoke tests of the real test environment (`scripts/testenv`): the generated CRD on a
 //! real kube-apiserver with server-side schema validation, a KMS data-key round trip
-//! through moto with an EncryptionContext, and a least-privilege ServiceAccount identity.
+//! through moto with an EncryptionContext, a least-privilege ServiceAccount identity, and
+//! the rest of the cluster: a Deployment rolled out by kube-controller-manager, its Pods
+//! scheduled by kube-scheduler onto KWOK's simulated Nodes, and garbage collection.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
 
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::core::ApiResource;
 use sealcred_shared::crd::{KIND, SealedStorageCred};
 use sealcred_shared::format::{FORMAT_VERSION, SUITE_V1};
@@ -236,4 +241,127 @@ async fn service_account_without_rbac_cannot_list_secrets() {
         "{}",
         status.message
     );
+}
+
+/// Polls `probe` every 250 ms until it returns `Some`, for at most `timeout`.
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn pod_is_ready(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    status.and_then(|s| s.phase.as_deref()) == Some("Running")
+        && status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+#[tokio::test]
+async fn deployment_runs_on_kwok_nodes_and_is_garbage_collected() {
+    const TIMEOUT: Duration = Duration::from_secs(60);
+    let env = testenv().await;
+    let ns = env.unique_namespace("smoke-deploy").await;
+    let client = env.kube_client().await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let nodes: Api<Node> = Api::all(client.clone());
+
+    // kube-controller-manager's serviceaccount and root-ca-cert-publisher controllers
+    // fill the new namespace.
+    let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    eventually("ServiceAccount default and ConfigMap kube-root-ca.crt", TIMEOUT, || async {
+        let sa = service_accounts.get_opt("default").await.expect("get sa");
+        let cm = config_maps.get_opt("kube-root-ca.crt").await.expect("get cm");
+        (sa.is_some() && cm.is_some()).then_some(())
+    })
+    .await;
+
+    // KWOK pulls no image: any name will do.
+    let deployment: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": "web" },
+        "spec": {
+            "replicas": 3,
+            "selector": { "matchLabels": { "app": "web" } },
+            "template": {
+                "metadata": { "labels": { "app": "web" } },
+                "spec": { "containers": [{ "name": "main", "image": "sealcred.invalid/nothing:1" }] },
+            },
+        },
+    }))
+    .expect("deployment");
+    let uid = deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("create the Deployment")
+        .metadata
+        .uid
+        .expect("uid");
+
+    let by_app = ListParams::default().labels("app=web");
+    let running = eventually("3 ready and updated replicas, 3 Pods Running", TIMEOUT, || async {
+        let d = deployments.get("web").await.expect("get deployment");
+        let s = d.status.unwrap_or_default();
+        let listed = pods.list(&by_app).await.expect("list pods").items;
+        let ready: Vec<Pod> = listed.into_iter().filter(pod_is_ready).collect();
+        (s.ready_replicas == Some(3) && s.updated_replicas == Some(3) && ready.len() == 3)
+            .then_some(ready)
+    })
+    .await;
+
+    // Every Pod was bound by the scheduler to a KWOK Node and is owned by the Deployment's
+    // one ReplicaSet.
+    let rs = replicasets.list(&ListParams::default()).await.expect("list rs").items;
+    assert_eq!(rs.len(), 1, "one ReplicaSet");
+    let rs_name = rs[0].metadata.name.clone().expect("rs name");
+    let rs_owner = &rs[0].metadata.owner_references.as_ref().expect("rs owners")[0];
+    assert_eq!((rs_owner.kind.as_str(), &rs_owner.uid), ("Deployment", &uid));
+    for pod in &running {
+        let name = pod.metadata.name.as_deref().expect("pod name");
+        let owner = &pod.metadata.owner_references.as_ref().expect("pod owners")[0];
+        assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("ReplicaSet", rs_name.as_str()), "{name}");
+        let node_name = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_else(|| panic!("{name} is not bound to a node"));
+        let node = nodes.get(&node_name).await.expect("get node");
+        let annotations = node.metadata.annotations.unwrap_or_default();
+        assert_eq!(
+            annotations.get("kwok.x-k8s.io/node").map(String::as_str),
+            Some("fake"),
+            "{name} runs on {node_name}, which is not a KWOK node"
+        );
+    }
+
+    // Background propagation: the Deployment goes at once, the garbage collector deletes
+    // the ReplicaSet, and KWOK finishes deleting its Pods.
+    deployments
+        .delete("web", &DeleteParams::background())
+        .await
+        .expect("delete the Deployment");
+    eventually("the ReplicaSet and the Pods garbage collected", TIMEOUT, || async {
+        let rs_left = replicasets.get_opt(&rs_name).await.expect("get rs");
+        let pods_left = pods.list(&by_app).await.expect("list pods").items;
+        (rs_left.is_none() && pods_left.is_empty()).then_some(())
+    })
+    .await;
+    assert!(deployments.get_opt("web").await.expect("get").is_none());
 }
