@@ -372,9 +372,9 @@ pub struct Workloads {
     inner: RwLock<Inner>,
     synced: [AtomicBool; 3],
     triggers: Mutex<Option<mpsc::UnboundedSender<ObjectRef<SealedStorageCred>>>>,
-    /// Objects (`namespace/name`) whose pending reconcile only follows a workload
-    /// change (see [`Workloads::take_consumers_only`]).
-    consumers_only: Mutex<HashSet<String>>,
+    /// Objects (`namespace/name`) whose next reconcile must be a full one: the object
+    /// or its Secret changed (see [`Workloads::take_consumers_only`]).
+    full_requested: Mutex<HashSet<String>>,
     /// Workloads already reported for a cross-namespace or unknown Secret:
     /// (uid, Secret name as written).
     reported: Mutex<HashSet<(String, String)>>,
@@ -399,7 +399,7 @@ impl Workloads {
             inner: RwLock::new(Inner::default()),
             synced: Default::default(),
             triggers: Mutex::new(None),
-            consumers_only: Mutex::new(HashSet::new()),
+            full_requested: Mutex::new(HashSet::new()),
             reported: Mutex::new(HashSet::new()),
             misnames_seen: Mutex::new(HashSet::new()),
             tasks: Mutex::new(Vec::new()),
@@ -455,10 +455,7 @@ impl Workloads {
     /// object watch), so that changes of its consumers reach it; and that its next
     /// reconcile is not a consumers-only one (the object itself changed).
     pub fn note_writer(&self, namespace: &str, name: &str, secret: &str) {
-        self.consumers_only
-            .lock()
-            .unwrap()
-            .remove(&format!("{namespace}/{name}"));
+        self.note_full(namespace, name);
         let mut inner = self.inner.write().unwrap();
         inner
             .writers
@@ -467,21 +464,13 @@ impl Workloads {
             .insert(name.into());
     }
 
-    /// Forgets object `name` of `namespace` as a writer of `secret`.
-    pub fn forget_writer(&self, namespace: &str, name: &str, secret: &str) {
-        let mut inner = self.inner.write().unwrap();
-        let key = (namespace.to_string(), secret.to_string());
-        if let Some(set) = inner.writers.get_mut(&key) {
-            set.remove(name);
-            if set.is_empty() {
-                inner.writers.remove(&key);
-            }
-        }
-    }
-
     /// Keeps only the writers for which `live(namespace, name)` holds (deleted objects
     /// are forgotten).
     pub fn retain_writers(&self, live: impl Fn(&str, &str) -> bool) {
+        self.full_requested
+            .lock()
+            .unwrap()
+            .retain(|k| k.split_once('/').is_some_and(|(ns, name)| live(ns, name)));
         let mut inner = self.inner.write().unwrap();
         inner.writers.retain(|(ns, _), names| {
             names.retain(|n| live(ns, n));
@@ -491,16 +480,19 @@ impl Workloads {
 
     /// Marks the next reconcile of `namespace/name` as a full one (its Secret changed).
     pub fn note_full(&self, namespace: &str, name: &str) {
-        self.consumers_only
+        self.full_requested
             .lock()
             .unwrap()
-            .remove(&format!("{namespace}/{name}"));
+            .insert(format!("{namespace}/{name}"));
     }
 
-    /// Whether the reconcile now starting for `namespace/name` was asked for by a
-    /// workload change only (and forgets it).
+    /// Whether the reconcile now starting for `namespace/name` may be a consumers-only
+    /// one: neither the object nor its Secret changed since the last reconcile began
+    /// (forgets such a change: this reconcile handles it). The other triggers are the
+    /// workloads' and the requeues, which the reconcile tells apart by time.
     pub fn take_consumers_only(&self, namespace: &str, name: &str) -> bool {
-        self.consumers_only
+        !self
+            .full_requested
             .lock()
             .unwrap()
             .remove(&format!("{namespace}/{name}"))
@@ -566,13 +558,7 @@ impl Workloads {
         let Some(tx) = self.triggers.lock().unwrap().clone() else {
             return;
         };
-        let mut only = self.consumers_only.lock().unwrap();
         for r in refs {
-            only.insert(format!(
-                "{}/{}",
-                r.namespace.as_deref().unwrap_or(""),
-                r.name
-            ));
             let _ = tx.send(r);
         }
     }
@@ -1027,8 +1013,18 @@ mod tests {
         let a = workload(Kind::Deployment, "n", "a", "creds", Some("d1"));
         w.apply(a.clone());
         assert_eq!(rx.try_recv().unwrap(), ObjectRef::new("obj").within("n"));
-        assert!(w.take_consumers_only("n", "obj"));
-        assert!(!w.take_consumers_only("n", "obj"), "taken once");
+        assert!(
+            !w.take_consumers_only("n", "obj"),
+            "the new object: a full one"
+        );
+        assert!(
+            w.take_consumers_only("n", "obj"),
+            "then the workload's: consumers only"
+        );
+        assert!(
+            w.take_consumers_only("n", "obj"),
+            "and a second one queued meanwhile too"
+        );
         // The same workload again (an unrelated change): no trigger.
         w.apply(a.clone());
         assert!(rx.try_recv().is_err());
@@ -1037,8 +1033,11 @@ mod tests {
         b.rollout.ready = 2;
         w.apply(b);
         assert!(rx.try_recv().is_ok());
-        w.note_writer("n", "obj", "creds");
-        assert!(!w.take_consumers_only("n", "obj"));
+        w.note_full("n", "obj");
+        assert!(
+            !w.take_consumers_only("n", "obj"),
+            "the Secret changed: a full one"
+        );
     }
 
     #[test]

@@ -153,11 +153,12 @@ fn with_consumers(
     status
 }
 
-/// A reconcile asked for by a change of the Secret's consumers alone (a workload's
-/// rollout moved, or its annotations changed) only refreshes `status.consumers`:
-/// no KMS call, no Secret read. It needs a full reconcile of the same generation
-/// that succeeded in this process, not yet due again, and no restart pending;
-/// otherwise (None) the full reconcile runs.
+/// A reconcile with nothing to do but follow the Secret's consumers (asked for by a
+/// workload change: a rollout moved, annotations changed) only refreshes
+/// `status.consumers`: no KMS call, no Secret read. That is when neither the object
+/// nor its Secret changed since the last reconcile began, a full reconcile of the
+/// same generation succeeded in this process and is not yet due again (`--resync`, an
+/// STS refresh), and no restart is pending; otherwise (None) the full reconcile runs.
 async fn consumers_only(
     obj: &SealedStorageCred,
     ctx: &Context,

@@ -147,9 +147,9 @@ const CALLS: &[Call] = &[
         grants: &[("coordination.k8s.io", "leases", "update")],
     },
     Call {
-        file: "restart.rs",
+        file: "consumers.rs",
         call: "watcher(",
-        what: "metadata caches of the workloads (to find the ones annotated for restart)",
+        what: "caches of the workloads (restart-on-change names, pod-template digests, rollout counts)",
         grants: &[
             ("apps", WORKLOADS[0], "list"),
             ("apps", WORKLOADS[0], "watch"),
@@ -183,6 +183,15 @@ const CALLS: &[Call] = &[
         file: "restart.rs",
         call: ".publish(",
         what: "events about restarted workloads",
+        grants: &[
+            ("events.k8s.io", "events", "create"),
+            ("events.k8s.io", "events", "patch"),
+        ],
+    },
+    Call {
+        file: "consumers.rs",
+        call: ".publish(",
+        what: "events about workloads naming a Secret sealcred does not write for them",
         grants: &[
             ("events.k8s.io", "events", "create"),
             ("events.k8s.io", "events", "patch"),

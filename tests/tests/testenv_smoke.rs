@@ -285,11 +285,18 @@ async fn deployment_runs_on_kwok_nodes_and_is_garbage_collected() {
     // fill the new namespace.
     let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    eventually("ServiceAccount default and ConfigMap kube-root-ca.crt", TIMEOUT, || async {
-        let sa = service_accounts.get_opt("default").await.expect("get sa");
-        let cm = config_maps.get_opt("kube-root-ca.crt").await.expect("get cm");
-        (sa.is_some() && cm.is_some()).then_some(())
-    })
+    eventually(
+        "ServiceAccount default and ConfigMap kube-root-ca.crt",
+        TIMEOUT,
+        || async {
+            let sa = service_accounts.get_opt("default").await.expect("get sa");
+            let cm = config_maps
+                .get_opt("kube-root-ca.crt")
+                .await
+                .expect("get cm");
+            (sa.is_some() && cm.is_some()).then_some(())
+        },
+    )
     .await;
 
     // KWOK pulls no image: any name will do.
@@ -316,27 +323,42 @@ async fn deployment_runs_on_kwok_nodes_and_is_garbage_collected() {
         .expect("uid");
 
     let by_app = ListParams::default().labels("app=web");
-    let running = eventually("3 ready and updated replicas, 3 Pods Running", TIMEOUT, || async {
-        let d = deployments.get("web").await.expect("get deployment");
-        let s = d.status.unwrap_or_default();
-        let listed = pods.list(&by_app).await.expect("list pods").items;
-        let ready: Vec<Pod> = listed.into_iter().filter(pod_is_ready).collect();
-        (s.ready_replicas == Some(3) && s.updated_replicas == Some(3) && ready.len() == 3)
-            .then_some(ready)
-    })
+    let running = eventually(
+        "3 ready and updated replicas, 3 Pods Running",
+        TIMEOUT,
+        || async {
+            let d = deployments.get("web").await.expect("get deployment");
+            let s = d.status.unwrap_or_default();
+            let listed = pods.list(&by_app).await.expect("list pods").items;
+            let ready: Vec<Pod> = listed.into_iter().filter(pod_is_ready).collect();
+            (s.ready_replicas == Some(3) && s.updated_replicas == Some(3) && ready.len() == 3)
+                .then_some(ready)
+        },
+    )
     .await;
 
     // Every Pod was bound by the scheduler to a KWOK Node and is owned by the Deployment's
     // one ReplicaSet.
-    let rs = replicasets.list(&ListParams::default()).await.expect("list rs").items;
+    let rs = replicasets
+        .list(&ListParams::default())
+        .await
+        .expect("list rs")
+        .items;
     assert_eq!(rs.len(), 1, "one ReplicaSet");
     let rs_name = rs[0].metadata.name.clone().expect("rs name");
     let rs_owner = &rs[0].metadata.owner_references.as_ref().expect("rs owners")[0];
-    assert_eq!((rs_owner.kind.as_str(), &rs_owner.uid), ("Deployment", &uid));
+    assert_eq!(
+        (rs_owner.kind.as_str(), &rs_owner.uid),
+        ("Deployment", &uid)
+    );
     for pod in &running {
         let name = pod.metadata.name.as_deref().expect("pod name");
         let owner = &pod.metadata.owner_references.as_ref().expect("pod owners")[0];
-        assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("ReplicaSet", rs_name.as_str()), "{name}");
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("ReplicaSet", rs_name.as_str()),
+            "{name}"
+        );
         let node_name = pod
             .spec
             .as_ref()
@@ -357,11 +379,15 @@ async fn deployment_runs_on_kwok_nodes_and_is_garbage_collected() {
         .delete("web", &DeleteParams::background())
         .await
         .expect("delete the Deployment");
-    eventually("the ReplicaSet and the Pods garbage collected", TIMEOUT, || async {
-        let rs_left = replicasets.get_opt(&rs_name).await.expect("get rs");
-        let pods_left = pods.list(&by_app).await.expect("list pods").items;
-        (rs_left.is_none() && pods_left.is_empty()).then_some(())
-    })
+    eventually(
+        "the ReplicaSet and the Pods garbage collected",
+        TIMEOUT,
+        || async {
+            let rs_left = replicasets.get_opt(&rs_name).await.expect("get rs");
+            let pods_left = pods.list(&by_app).await.expect("list pods").items;
+            (rs_left.is_none() && pods_left.is_empty()).then_some(())
+        },
+    )
     .await;
     assert!(deployments.get_opt("web").await.expect("get").is_none());
 }
