@@ -722,6 +722,93 @@ def bench_controller(smoke, kms_env, runs, big=True):
     return res
 
 
+def rollout_deployment(name, secret):
+    """A consumer Deployment (1 replica) mounting `secret`, annotated for restarts."""
+    return json.dumps({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "annotations": {"sealcred.io/restart-on-change": secret}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name, "bench-rollout": "1"}},
+                              "spec": {"containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10",
+                                                       "volumeMounts": [{"name": "creds", "mountPath": "/etc/creds"}]}],
+                                       "volumes": [{"name": "creds", "secret": {"secretName": secret}}]}}}})
+
+
+def pods_on(kube, ns, key, k):
+    """The value ("" for none) every one of the `k` consumer pods carries in annotation `key`,
+    if they all carry the same one and are Running and Ready, none deleting (else None)."""
+    pods = kube.req("GET", f"/api/v1/namespaces/{ns}/pods?labelSelector=bench-rollout%3D1").get("items") or []
+    if len(pods) != k:
+        return None
+    vals = set()
+    for p in pods:
+        st = p.get("status") or {}
+        if p["metadata"].get("deletionTimestamp") or st.get("phase") != "Running" or not any(
+                c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions") or []):
+            return None
+        vals.add((p["metadata"].get("annotations") or {}).get(key))
+    return (vals.pop() or "") if len(vals) == 1 else None
+
+
+def bench_rollout(smoke, kms_env, runs):
+    """Credential change -> every consumer pod Running on the new template (kube-controller-manager,
+    kube-scheduler and KWOK nodes of scripts/testenv), for 1 and 50 consumer Deployments, against the
+    limit: the same rollouts started by patching the pod templates directly (no sealcred)."""
+    kube = Kube(kms_env["KUBECONFIG"])
+    logdir = OUT / "rollout" / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    ours = Ours(kube, kms_env, logdir)
+    stamp = time.strftime("%H%M%S")
+    secret, key = "cred-00000", "sealcred.io/restarted-for-cred-00000"
+    cli = BIN / "sealcred"
+    cli_env = {"PATH": os.environ["PATH"], "HOME": str(OUT / "home"), **kms_env}
+    res = {}
+    for k in ([1] if smoke else [1, 50]):
+        ns = f"bench-rollout-{k}-{stamp}"
+        kube.ensure_namespace(ns)
+        c = ours.start(ns, f"rollout-{k}-{stamp}")
+        try:
+            def sealed(value):
+                return subprocess.run([cli, "seal", "--kms", kms_env["SEALCRED_TEST_KMS_KEY_ARN"], "-n", ns,
+                                       "--name", secret, "--from-literal", f"password={value}"],
+                                      env=cli_env, check=True, capture_output=True, text=True).stdout
+            path = f"{ours.api}/namespaces/{ns}/{ours.kind_path}/{secret}"
+            kube.apply(path, sealed("v0"))
+            wait_until("the first Secret", 60, lambda: kube.count(f"/api/v1/namespaces/{ns}/secrets") >= 1, 0.1)
+            dep = f"/apis/apps/v1/namespaces/{ns}/deployments"
+            parallel(lambda j: kube.apply(f"{dep}/c-{j:02d}", rollout_deployment(f"c-{j:02d}", secret)), range(k), 4)
+            wait_until(f"{k} consumer pods Running", 300, lambda: pods_on(kube, ns, key, k) is not None, 0.2)
+            per = {"sealcred": [], "limit": []}
+            for r in range(runs):
+                for who in (("sealcred", "limit") if r % 2 == 0 else ("limit", "sealcred")):
+                    if who == "sealcred":
+                        before = pods_on(kube, ns, key, k)
+                        text = sealed(f"v{r + 1}-{time.time()}")
+                        t0 = time.perf_counter()
+                        kube.apply(path, text)
+                        wait_until("every consumer pod on the new credential", 600,
+                                   lambda: pods_on(kube, ns, key, k) not in (None, before), 0.05)
+                    else:
+                        mark = str(time.time())
+                        patch = json.dumps({"spec": {"template": {"metadata": {"annotations": {
+                            "bench/restarted-at": mark}}}}})
+                        t0 = time.perf_counter()
+                        parallel(lambda j: kube.req("PATCH", f"{dep}/c-{j:02d}", patch,
+                                                    ctype="application/merge-patch+json"), range(k), OUR_CONCURRENCY)
+                        wait_until("every consumer pod on the patched template", 600,
+                                   lambda: pods_on(kube, ns, "bench/restarted-at", k) == mark, 0.05)
+                    per[who].append(time.perf_counter() - t0)
+                    print(f"rollout k={k} run {r + 1}/{runs} {who}: {per[who][-1]:.2f} s", flush=True)
+            res[f"k{k}"] = {"runs": runs, "raw": per, "sealcred_s": med(per["sealcred"]),
+                            "limit_s": med(per["limit"]),
+                            "ratio_to_limit": med(per["sealcred"]) / med(per["limit"]),
+                            "kms_calls": ours.kms_calls(c.metrics())}
+            print(f"rollout k={k}", json.dumps({x: y for x, y in res[f"k{k}"].items() if x != "raw"}), flush=True)
+        finally:
+            c.stop()
+    return res
+
+
 def machine():
     cpu = ""
     try:
@@ -738,12 +825,13 @@ def machine():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="each comparison once, tiny sizes")
-    ap.add_argument("--only", choices=["cli", "repo", "pubkey", "crypto", "micro", "controller"], action="append")
+    ap.add_argument("--only", choices=["cli", "repo", "pubkey", "crypto", "micro", "controller", "rollout"],
+                    action="append")
     ap.add_argument("--controller-runs", type=int, default=3, help="runs of the 2,000-object case")
     ap.add_argument("--no-10k", action="store_true", help="skip the 10,000-object controller case")
     a = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    only = set(a.only or ["cli", "repo", "pubkey", "crypto", "micro", "controller"])
+    only = set(a.only or ["cli", "repo", "pubkey", "crypto", "micro", "controller", "rollout"])
     if "cli" in only:
         only.add("repo")  # `--only cli` is every CLI comparison
     results = {"machine": machine(), "smoke": a.smoke}
@@ -778,6 +866,9 @@ def main():
         for k, v in results["controller"].items():
             if isinstance(v, dict) and "raw" in v:
                 print(k, json.dumps({x: y for x, y in v.items() if x != "raw"}), flush=True)
+    if "rollout" in only:
+        kms_env["KUBECONFIG"] = kms_env.get("KUBECONFIG") or str(ROOT / "target/testenv/kubeconfig")
+        results["rollout"] = bench_rollout(a.smoke, kms_env, 1 if a.smoke else 7)
     path = OUT / ("smoke.json" if a.smoke else "results.json")
     if a.only and path.exists():  # a partial run updates its sections, keeps the others
         try:
