@@ -576,6 +576,14 @@ impl Workloads {
             .is_some_and(|set| set.values().any(|cross| !cross))
     }
 
+    /// Whether any workload names `secret` of `namespace`, refused ones included.
+    pub fn has_consumers(&self, namespace: &str, secret: &str) -> bool {
+        let inner = self.inner.read().unwrap();
+        inner
+            .by_secret
+            .contains_key(&(namespace.to_string(), secret.to_string()))
+    }
+
     /// The workloads naming `secret` of `namespace`, each with whether it is in another
     /// namespace (refused), in a stable order. Costs O(their number): an index lookup.
     pub fn consumers_of(&self, namespace: &str, secret: &str) -> Vec<(Workload, bool)> {

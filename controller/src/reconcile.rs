@@ -279,16 +279,27 @@ pub async fn reconcile(obj: Arc<SealedStorageCred>, ctx: Arc<Context>) -> Result
             let requeue = sts
                 .as_ref()
                 .map_or(ctx.resync, |(_, requeue)| (*requeue).min(ctx.resync));
-            ctx.full_syncs.lock().unwrap().insert(
-                uid.clone(),
-                FullSync {
-                    generation,
-                    status: base,
-                    digest,
-                    secret_name: secret_name.clone(),
-                    next: Instant::now() + requeue,
-                },
-            );
+            // Kept only while a workload names the Secret (a consumers-only reconcile has
+            // nothing to follow otherwise): memory per object stays as it was without
+            // consumers. A workload that names it later gets one full reconcile first.
+            if ctx
+                .workloads
+                .as_ref()
+                .is_some_and(|w| w.has_consumers(&namespace, &secret_name))
+            {
+                ctx.full_syncs.lock().unwrap().insert(
+                    uid.clone(),
+                    FullSync {
+                        generation,
+                        status: base,
+                        digest,
+                        secret_name: secret_name.clone(),
+                        next: Instant::now() + requeue,
+                    },
+                );
+            } else {
+                ctx.full_syncs.lock().unwrap().remove(&uid);
+            }
             let (label, changed, restart) = match outcome {
                 Outcome::Written {
                     content_changed,
