@@ -1,5 +1,6 @@
-//! Test support for sealcred: a real kube-apiserver + etcd and a moto KMS server, all on
-//! 127.0.0.1, started by `scripts/testenv up` (see `docs/testing.md`).
+//! Test support for sealcred: a real kube-apiserver + etcd (with kube-controller-manager,
+//! kube-scheduler and KWOK's simulated Nodes) and a moto KMS server, all on 127.0.0.1,
+//! started by `scripts/testenv up` (see `docs/testing.md`).
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -232,8 +233,8 @@ impl TestEnv {
 
     /// Creates a fresh namespace `<prefix>-<unique suffix>` and returns its name.
     ///
-    /// Namespaces are never deleted: without kube-controller-manager a deleted namespace
-    /// stays Terminating forever. `scripts/testenv down` wipes etcd.
+    /// The test support never deletes them (deleting one works: kube-controller-manager's
+    /// namespace controller removes it in seconds); `scripts/testenv down` wipes etcd.
     pub async fn unique_namespace(&self, prefix: &str) -> String {
         let name = unique_name(prefix);
         let ns: Namespace = serde_json::from_value(serde_json::json!({

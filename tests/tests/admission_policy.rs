@@ -17,6 +17,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use sealcred_shared::crd::SealedStorageCred;
 use sealcred_tests::install::{kubectl_apply, kustomize_deploy};
 use sealcred_tests::testenv;
 use serde_json::{Value, json};
@@ -190,7 +191,18 @@ async fn the_controller_token_is_confined_by_the_admission_policy() {
     merge(&sts, "store", restart.clone()).await.unwrap();
     merge(&ds, "agent", restart).await.unwrap();
 
-    // Secrets: a write to a foreign Secret is denied, however it is made.
+    // Secrets: a write to a foreign Secret is denied, however it is made. The Secrets below
+    // name SealedStorageCred `x` as their controller: it exists, or kube-controller-manager's
+    // garbage collector would delete them (an owner that is not there) in mid-test.
+    let x = seal_object(env, &ns, "x", template(&[]), &[("k", "x")]).await;
+    apply(&admin, &x).await;
+    let x_uid = Api::<SealedStorageCred>::namespaced(admin.clone(), &ns)
+        .get("x")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
     let secrets = Api::<Secret>::namespaced(ctl.clone(), &ns);
     let managed = json!({"app.kubernetes.io/managed-by": "sealcred-controller"});
     denied(
@@ -203,7 +215,7 @@ async fn the_controller_token_is_confined_by_the_admission_policy() {
         merge(
             &secrets,
             "foreign",
-            json!({"metadata": {"labels": managed, "ownerReferences": owner("1111")}, "stringData": {"k": "stolen"}}),
+            json!({"metadata": {"labels": managed, "ownerReferences": owner(&x_uid)}, "stringData": {"k": "stolen"}}),
         )
         .await,
         "may update only Secrets it already controls",
@@ -213,7 +225,7 @@ async fn the_controller_token_is_confined_by_the_admission_policy() {
         secrets
             .create(
                 &post,
-                &secret("plain", json!({}), json!({}), owner("1111"), "Opaque"),
+                &secret("plain", json!({}), json!({}), owner(&x_uid), "Opaque"),
             )
             .await,
         "only Secrets labelled",
@@ -237,7 +249,7 @@ async fn the_controller_token_is_confined_by_the_admission_policy() {
                     "token",
                     managed.clone(),
                     json!({"kubernetes.io/service-account.name": "default"}),
-                    owner("1111"),
+                    owner(&x_uid),
                     "kubernetes.io/service-account-token",
                 ),
             )
@@ -248,7 +260,7 @@ async fn the_controller_token_is_confined_by_the_admission_policy() {
     secrets
         .create(
             &post,
-            &secret("ours", managed.clone(), json!({}), owner("1111"), "Opaque"),
+            &secret("ours", managed.clone(), json!({}), owner(&x_uid), "Opaque"),
         )
         .await
         .expect("a managed Secret may be created");
