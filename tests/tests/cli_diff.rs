@@ -1,6 +1,7 @@
 //! `sealcred diff` (issue 17.4) against the real API server, with the
 //! controller materializing the Secret: same, different, missing and extra
-//! entries, the object's Ready condition, exit codes 0/1/2, and never a value.
+//! entries, the object's Ready condition and its consumers (a Deployment rolled on
+//! KWOK nodes), exit codes 0/1/2, and never a value.
 
 mod controller_support;
 
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use controller_support::*;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use sealcred_shared::crd::SealedStorageCred;
@@ -98,16 +100,33 @@ async fn diff_against_the_live_cluster() {
     // Applied and materialized: the same.
     let obj: SealedStorageCred =
         serde_saphyr::from_str(&std::fs::read_to_string(d.join("s.yaml")).unwrap()).unwrap();
+    // A consumer annotated for restart (rolled by the first write, on KWOK nodes).
+    let mut web: Deployment = workload_mounting("Deployment", "web", "creds", Some("creds"));
+    web.spec.replicas = Some(2);
+    create(&client, &ns, &web).await;
     let ctl = start(env, &ns).await;
     apply(&client, &obj).await;
     wait_secret(&client, &ns, "creds", &[("a", "1"), ("b", CANARY)]).await;
     wait_ready(&client, &ns, "creds", "True", "Unsealed").await;
+    wait_for("the consumer updated", ROLLOUT, || async {
+        consumers(&client, &ns, "creds")
+            .await
+            .filter(|c| c.0 == "1/1" && c.1 == "True")
+    })
+    .await;
     let o = run(env, d, &["diff", "s.yaml"]);
     no_canary(&o);
     let out = text(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
     assert!(
         out.contains("the same as this file; Ready=True (Unsealed)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "Consumers: 1/1 updated; ConsumersUpdated=True (RolloutComplete)\n  \
+             Updated    Deployment/web (2/2 updated, 2 ready)\n"
+        ),
         "{out}"
     );
     assert!(

@@ -1,7 +1,7 @@
 //! Issue 16.2: `sealcred rotate-access-key start|finish` against moto IAM and the
 //! test cluster: a new key merged into the file, the old one deleted only once the
-//! controller runs the new Secret; each step idempotent; two keys refused; no value
-//! printed.
+//! controller runs the new Secret and every consumer is rolled onto it (a real
+//! rollout on KWOK nodes); each step idempotent; two keys refused; no value printed.
 
 mod controller_support;
 
@@ -10,6 +10,8 @@ use std::process::Output;
 
 use aws_sdk_iam::types::StatusType;
 use controller_support::*;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, Patch, PatchParams};
 use sealcred_shared::crd::SealedStorageCred;
 use sealcred_tests::{TestEnv, testenv, unique_name};
 
@@ -226,12 +228,66 @@ async fn rotate_access_key_start_then_finish() {
     );
     outputs.push(o);
 
-    // The controller runs the new Secret: finish deactivates and deletes the old key.
+    // A consumer of the Secret, rolled on change, whose new pods cannot start yet
+    // (a node selector no node matches).
+    let mut web: Deployment = workload_mounting("Deployment", "web", "creds", Some("creds"));
+    web.spec.replicas = Some(2);
+    web.spec.template.spec.as_mut().unwrap().node_selector =
+        Some([("sealcred.test/pool".to_string(), "none".to_string())].into());
+    create(&client, &ns, &web).await;
+
+    // The controller runs the new Secret, but the consumer still rolls: refused.
     let ctl = controller_support::start(env, &ns).await;
     wait_ready(&client, &ns, "creds", "True", "Unsealed").await;
     let data = secret_data(&client, &ns, "creds").await.unwrap();
     assert_eq!(data["AWS_ACCESS_KEY_ID"], new);
     let new_secret = data["AWS_SECRET_ACCESS_KEY"].clone();
+    let (summary, cond, _) = wait_for("the consumer reported rolling", CONVERGE, || async {
+        consumers(&client, &ns, "creds")
+            .await
+            .filter(|c| c.2.get("Deployment/web").map(String::as_str) == Some("Rolling"))
+    })
+    .await;
+    assert_eq!((summary.as_str(), cond.as_str()), ("0/1", "False"));
+    let o = run(env, dir.path(), &finish);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("consumers are not all updated"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(
+        keys(&iam, &user).await.len(),
+        2,
+        "both keys kept while a consumer rolls"
+    );
+    outputs.push(o);
+
+    // The pods can run: the rollout completes, and finish deactivates and deletes
+    // the old key.
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({
+                "spec": { "template": { "spec": { "nodeSelector": null } } }
+            })),
+        )
+        .await
+        .unwrap();
+    let digest = secret_digest(&client, &ns, "creds").await;
+    wait_for(
+        "the consumer's pods on the new credential",
+        ROLLOUT,
+        || async { rolled(&client, &ns, "web", 2, "creds", &digest).await },
+    )
+    .await;
+    wait_for("the consumers updated", CONVERGE, || async {
+        consumers(&client, &ns, "creds")
+            .await
+            .filter(|c| c.0 == "1/1" && c.1 == "True")
+    })
+    .await;
     let o = run(env, dir.path(), &finish);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(text(&o.stderr).contains(&format!("deleted access key {}", k1.access_key_id)));

@@ -19,86 +19,12 @@ use std::time::Duration;
 
 use controller_support::*;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::serde::de::DeserializeOwned;
-use kube::api::{Api, ListParams, PostParams};
-use kube::{Resource, ResourceExt};
+use kube::Resource;
+use kube::api::{Api, ListParams};
 use sealcred_shared::crd::SealedStorageCred;
 use sealcred_tests::{TestEnv, testenv, unique_name};
-
-const RESTARTED_FOR: &str = "sealcred.io/restarted-for-app";
-const ROLLOUT: Duration = Duration::from_secs(120);
-
-/// The restart digest the Secret `app` records.
-async fn secret_digest(client: &kube::Client, ns: &str) -> String {
-    let s = Api::<Secret>::namespaced(client.clone(), ns)
-        .get("app")
-        .await
-        .unwrap();
-    s.annotations()
-        .get("sealcred.io/restart-digest")
-        .cloned()
-        .expect("the Secret records a restart digest")
-}
-
-async fn create<K>(client: &kube::Client, ns: &str, obj: &K)
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + k8s_openapi::serde::Serialize
-        + DeserializeOwned,
-{
-    Api::<K>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), obj)
-        .await
-        .unwrap();
-}
-
-/// The pods of workload `app=name` if every one of them (`want` pods, none deleting)
-/// is Running and Ready with template annotation `RESTARTED_FOR` = `digest`.
-async fn rolled(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-    want: usize,
-    digest: &str,
-) -> Option<Vec<Pod>> {
-    let pods = Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&format!("app={name}")))
-        .await
-        .ok()?
-        .items;
-    let ok = pods.len() == want
-        && pods.iter().all(|p| {
-            p.metadata.deletion_timestamp.is_none()
-                && p.annotations().get(RESTARTED_FOR).map(String::as_str) == Some(digest)
-                && p.status.as_ref().is_some_and(|s| {
-                    s.phase.as_deref() == Some("Running")
-                        && s.conditions
-                            .iter()
-                            .flatten()
-                            .any(|c| c.type_ == "Ready" && c.status == "True")
-                })
-        });
-    ok.then_some(pods)
-}
-
-/// The running pods of workload `app=name`, whatever their template.
-async fn running(client: &kube::Client, ns: &str, name: &str, want: usize) -> Option<()> {
-    let pods = Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&format!("app={name}")))
-        .await
-        .ok()?
-        .items;
-    (pods.len() == want
-        && pods.iter().all(|p| {
-            p.metadata.deletion_timestamp.is_none()
-                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-        }))
-    .then_some(())
-}
 
 async fn generation<K>(client: &kube::Client, ns: &str, name: &str) -> i64
 where
@@ -122,43 +48,6 @@ async fn generations(client: &kube::Client, ns: &str) -> [i64; 3] {
         generation::<StatefulSet>(client, ns, "db").await,
         generation::<DaemonSet>(client, ns, "agent").await,
     ]
-}
-
-/// The object's consumers: (summary, ConsumersUpdated status, kind/name → state).
-async fn consumers(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-) -> Option<(String, String, BTreeMap<String, String>)> {
-    let o = Api::<SealedStorageCred>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .ok()?;
-    let s = o.status?;
-    let c = s
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "ConsumersUpdated")?;
-    Some((
-        s.consumers_updated.clone()?,
-        c.status.clone(),
-        s.consumers
-            .iter()
-            .map(|c| {
-                let who = match &c.namespace {
-                    Some(ns) => format!("{}/{ns}/{}", c.kind, c.name),
-                    None => format!("{}/{}", c.kind, c.name),
-                };
-                (who, c.state.clone())
-            })
-            .collect(),
-    ))
-}
-
-fn nodes(env: &TestEnv) -> usize {
-    env.var("SEALCRED_TESTENV_NODES")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(3)
 }
 
 fn args_with_long_resync(env: &TestEnv, ns: &str) -> Vec<String> {
@@ -226,14 +115,14 @@ async fn a_credential_change_rolls_every_kind_and_the_status_follows() {
     let changed = merge_into(env, &obj, &[("key", "v2")]).await;
     apply(&client, &changed).await;
     wait_secret(&client, &ns, "app", &[("key", "v2")]).await;
-    let digest = secret_digest(&client, &ns).await;
+    let digest = secret_digest(&client, &ns, "app").await;
     let pods = wait_for(
         "every pod on the new template, no old pod left",
         ROLLOUT,
         || async {
-            let mut all = rolled(&client, &ns, "web", 3, &digest).await?;
-            all.extend(rolled(&client, &ns, "db", 1, &digest).await?);
-            all.extend(rolled(&client, &ns, "agent", n_nodes, &digest).await?);
+            let mut all = rolled(&client, &ns, "web", 3, "app", &digest).await?;
+            all.extend(rolled(&client, &ns, "db", 1, "app", &digest).await?);
+            all.extend(rolled(&client, &ns, "agent", n_nodes, "app", &digest).await?);
             Some(all)
         },
     )

@@ -25,7 +25,6 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "flyte-storage-creds";
 const FLYTE_COMPONENTS: [&str; 3] = ["flyteadmin", "flytepropeller", "datacatalog"];
-const ROLLOUT: std::time::Duration = std::time::Duration::from_secs(120);
 const RESTARTED_FOR: &str = "sealcred.io/restarted-for-flyte-storage-creds";
 
 /// The `sealcred` binary of this build (`$CARGO_TARGET_DIR/debug/sealcred`): built by

@@ -3,7 +3,8 @@
 //! The controller's STS calls go through a switchable proxy in front of the
 //! shared moto (`--sts-endpoint`), so an STS outage can be simulated while KMS
 //! (the same moto, direct) stays up. `--sts-min-refresh=1` and a small
-//! `refreshAt` make the refresh happen within seconds of a 900 s lifetime.
+//! `refreshAt` make the refresh happen within seconds of a 900 s lifetime. A
+//! Deployment annotated for restart is rolled onto the refreshed credentials.
 
 mod controller_support;
 
@@ -12,9 +13,11 @@ use std::time::Duration;
 
 use base64::Engine;
 use controller_support::*;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
+use sealcred_controller::restart::restarted_for_key;
 use sealcred_shared::crd::{SealedStorageCred, StsSpec};
 use sealcred_tests::moto::{AccessKey, MotoOptions, PrivateMoto};
 use sealcred_tests::{Proxy, testenv};
@@ -105,9 +108,17 @@ async fn sts_credentials_expire_refresh_and_survive_an_outage() {
         region: Some("us-east-1".into()),
         ..StsSpec::default()
     });
+    // A consumer, rolled on each change of the Secret.
+    create(
+        &client,
+        &ns,
+        &workload_mounting::<Deployment>("Deployment", "web", "storage", Some("storage")),
+    )
+    .await;
     apply(&client, &obj).await;
     wait_ready(&client, &ns, "storage", "True", "Unsealed").await;
     let first = secret_data(&client, &ns, "storage").await.unwrap();
+    let first_digest = secret_digest(&client, &ns, "storage").await;
     assert_eq!(
         first.keys().collect::<Vec<_>>(),
         [
@@ -148,6 +159,27 @@ async fn sts_credentials_expire_refresh_and_survive_an_outage() {
     })
     .await;
     assert!(seconds(&c1.issued_at, &c2.issued_at) >= 3, "{c1:?} {c2:?}");
+
+    // The consumer is rolled onto refreshed credentials: its pods run a template
+    // carrying a later restart digest than the first Secret's (a real rollout on
+    // KWOK nodes; each refresh rolls it again).
+    let key = restarted_for_key("storage");
+    wait_for(
+        "the consumer rolled onto refreshed credentials",
+        ROLLOUT,
+        || async {
+            let d = Api::<Deployment>::namespaced(client.clone(), &ns)
+                .get("web")
+                .await
+                .ok()?;
+            let v = d.spec.template.metadata?.annotations?.get(&key)?.clone();
+            if v == first_digest {
+                return None;
+            }
+            rolled(&client, &ns, "web", 1, "storage", &v).await
+        },
+    )
+    .await;
 
     // STS down: the current Secret is kept (valid until its expiry), the outage reported.
     proxy.set_up(false);

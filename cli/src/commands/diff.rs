@@ -3,17 +3,20 @@
 //! Reads the current kubeconfig context (as kubectl does). Decrypts the file
 //! locally (the user's KMS rights), reads the Secret (`get secrets`), and
 //! prints per entry `same`, `different`, `missing` or `extra` — never a value —
-//! plus whether the live SealedStorageCred is this file and its Ready
-//! condition. The Secret's data is wiped as soon as it is compared. Exit 0 when
-//! everything is the same, 1 when something differs, 2 on an error (as
-//! `kubectl diff`).
+//! plus whether the live SealedStorageCred is this file, its Ready condition and,
+//! when workloads name the Secret for restart, the consumer status the controller
+//! reports (which of them run the current credential). The Secret's data is wiped
+//! as soon as it is compared. Exit 0 when the object and every entry are the same,
+//! 1 when something differs, 2 on an error (as `kubectl diff`); consumers still
+//! rolling do not change the exit status (`kubectl wait` or `rotate-access-key
+//! finish` wait for them).
 
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::config::KubeConfigOptions;
-use sealcred_shared::crd::SealedStorageCred;
+use sealcred_shared::crd::{SealedStorageCred, SealedStorageCredStatus};
 use sealcred_shared::seal;
 use zeroize::Zeroize;
 
@@ -113,6 +116,9 @@ pub async fn diff(file: &Path, context: Option<&str>, args: &KeyArgs) -> Result<
                     "differs from this file (not applied yet, or edited in the cluster)"
                 }
             );
+            if let Some(st) = &l.status {
+                print!("{}", consumers(st));
+            }
         }
     }
 
@@ -151,4 +157,76 @@ pub async fn diff(file: &Path, context: Option<&str>, args: &KeyArgs) -> Result<
     }
     drop(opened);
     Ok(same)
+}
+
+/// The consumer lines of a live object's status: a summary and one line per
+/// workload (kind, name, state, replica counts), or nothing when no workload names
+/// the Secret. Workload names only, never a value.
+fn consumers(st: &SealedStorageCredStatus) -> String {
+    let Some(summary) = &st.consumers_updated else {
+        return String::new();
+    };
+    let cond = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ConsumersUpdated")
+        .map(|c| format!("; ConsumersUpdated={} ({})", c.status, c.reason))
+        .unwrap_or_default();
+    let mut out = format!("Consumers: {summary} updated{cond}\n");
+    for c in &st.consumers {
+        let who = match &c.namespace {
+            Some(ns) => format!("{}/{ns}/{}", c.kind, c.name),
+            None => format!("{}/{}", c.kind, c.name),
+        };
+        out.push_str(&format!(
+            "  {:<10} {who} ({}/{} updated, {} ready)\n",
+            c.state, c.updated_replicas, c.replicas, c.ready_replicas
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sealcred_shared::crd::{Condition, ConsumerStatus};
+
+    fn consumer(kind: &str, name: &str, ns: Option<&str>, state: &str) -> ConsumerStatus {
+        ConsumerStatus {
+            kind: kind.into(),
+            name: name.into(),
+            namespace: ns.map(Into::into),
+            state: state.into(),
+            replicas: 3,
+            updated_replicas: 2,
+            ready_replicas: 3,
+        }
+    }
+
+    #[test]
+    fn consumer_lines() {
+        assert_eq!(consumers(&SealedStorageCredStatus::default()), "");
+        let st = SealedStorageCredStatus {
+            consumers_updated: Some("0/1".into()),
+            consumers: vec![
+                consumer("Deployment", "web", None, "Rolling"),
+                consumer("StatefulSet", "db", Some("other"), "Refused"),
+            ],
+            conditions: vec![Condition {
+                type_: "ConsumersUpdated".into(),
+                status: "False".into(),
+                reason: "RolloutInProgress".into(),
+                message: String::new(),
+                last_transition_time: "2026-12-04T00:00:00Z".into(),
+                observed_generation: None,
+            }],
+            ..SealedStorageCredStatus::default()
+        };
+        assert_eq!(
+            consumers(&st),
+            "Consumers: 0/1 updated; ConsumersUpdated=False (RolloutInProgress)\n  \
+             Rolling    Deployment/web (2/3 updated, 3 ready)\n  \
+             Refused    StatefulSet/other/db (2/3 updated, 3 ready)\n"
+        );
+    }
 }

@@ -3,6 +3,10 @@
 #![allow(dead_code)]
 
 pub mod health;
+pub mod rollout;
+
+#[allow(unused_imports)] // not every test uses the rollout helpers
+pub use rollout::*;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -400,6 +404,16 @@ pub fn workload<K: k8s_openapi::serde::de::DeserializeOwned>(
     name: &str,
     restart_on: Option<&str>,
 ) -> K {
+    workload_mounting(kind, name, "app", restart_on)
+}
+
+/// [`workload`] mounting Secret `secret`.
+pub fn workload_mounting<K: k8s_openapi::serde::de::DeserializeOwned>(
+    kind: &str,
+    name: &str,
+    secret: &str,
+    restart_on: Option<&str>,
+) -> K {
     let mut annotations = serde_json::Map::new();
     if let Some(secrets) = restart_on {
         annotations.insert(
@@ -416,7 +430,7 @@ pub fn workload<K: k8s_openapi::serde::de::DeserializeOwned>(
                 "image": "registry.k8s.io/pause:3.10",
                 "volumeMounts": [{ "name": "creds", "mountPath": "/etc/creds", "readOnly": true }],
             }],
-            "volumes": [{ "name": "creds", "secret": { "secretName": "app" } }] },
+            "volumes": [{ "name": "creds", "secret": { "secretName": secret } }] },
         },
     });
     if kind == "StatefulSet" {
