@@ -345,7 +345,10 @@ mod tests {
             .iter()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(cols, ["Ready", "Reason", "Secret", "Scope", "Age"]);
+        assert_eq!(
+            cols,
+            ["Ready", "Reason", "Secret", "Scope", "Consumers", "Age"]
+        );
         assert!(v.subresources.as_ref().unwrap().status.is_some());
     }
 

@@ -49,11 +49,14 @@ impl DerivedKeys {
             .expect("32 bytes is a valid length");
         hk.expand(INFO_COMMIT, &mut commitment)
             .expect("32 bytes is a valid length");
-        DerivedKeys {
+        let keys = DerivedKeys {
             value_key,
             header_key,
             commitment,
-        }
+        };
+        drop(hk);
+        scrub_stack();
+        keys
     }
 
     /// The key commitment to store.
@@ -110,6 +113,7 @@ impl DerivedKeys {
             .encrypt_inout_detached(&Nonce::from(nonce), aad, io)
             .expect("plaintext within AES-GCM limits");
         tail.copy_from_slice(&tag);
+        scrub_stack();
         (nonce, out)
     }
 
@@ -122,16 +126,42 @@ impl DerivedKeys {
         tag: &[u8; GCM_TAG_LEN],
     ) -> Result<SecretBytes, AuthError> {
         let mut out = SecretBytes::copy_from(ciphertext);
-        match self.cipher().decrypt_inout_detached(
+        let opened = self.cipher().decrypt_inout_detached(
             &Nonce::from(*nonce),
             aad,
             out.expose_mut().as_mut_slice().into(),
             &Tag::from(*tag),
-        ) {
+        );
+        scrub_stack();
+        match opened {
             Ok(()) => Ok(out),
             Err(_) => Err(AuthError),
         }
     }
+}
+
+/// How much stack [`scrub_stack`] overwrites below its caller: more than building
+/// an AES-GCM cipher, HKDF-SHA512 or one seal or open use (debug builds included).
+const SCRUB_BYTES: usize = 32 * 1024;
+
+/// Overwrites `SCRUB_BYTES` of the stack below the caller's frame (volatile writes,
+/// not elided), where the functions that just returned left key temporaries.
+///
+/// Building an AES-GCM cipher copies its key into stack temporaries (the key
+/// array, the key schedule's working values, the cipher returned by value), and
+/// HKDF's expansion blocks hold the derived keys; no type wipes those (the
+/// cipher and the HMAC states themselves are wiped on drop). Left there, the bytes
+/// travel: a large future later built on the same stack holds them as
+/// uninitialised padding, and tokio copies them into a heap box when it boxes
+/// the future (`block_on` and `spawn` box big futures). `shared/tests/
+/// zeroize_alloc.rs` saw exactly that (docs/SECURITY.md, "Zeroization, measured").
+/// Called after each use of a key by the functions of this module and of
+/// `provider/local.rs`, never from inside the frame that made the copy.
+#[inline(never)]
+pub(crate) fn scrub_stack() {
+    let mut region = [0u8; SCRUB_BYTES];
+    zeroize::Zeroize::zeroize(&mut region[..]);
+    std::hint::black_box(&region);
 }
 
 /// A fresh random data-key id.

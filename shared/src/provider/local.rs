@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::{EncryptionContext, GeneratedKey, KeyProvider, ProviderError, ProviderErrorKind};
+use crate::crypto::scrub_stack;
 use crate::format::{context_bytes, put_lp};
 use crate::secret::{DATA_KEY_LEN, DataKey};
 
@@ -157,6 +158,7 @@ impl LocalKey {
             )
             .expect("32-byte plaintext");
         out.extend_from_slice(&tag);
+        scrub_stack();
         out
     }
 }
@@ -236,14 +238,14 @@ impl KeyProvider for LocalKey {
         buf.copy_from_slice(body);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().expect("split at NONCE_LEN");
         let tag: [u8; TAG_LEN] = tag.try_into().expect("length checked");
-        self.cipher()
-            .decrypt_inout_detached(
-                &Nonce::from(nonce),
-                &self.aad(ctx),
-                (&mut buf[..]).into(),
-                &Tag::from(tag),
-            )
-            .map_err(|_| invalid())?;
+        let opened = self.cipher().decrypt_inout_detached(
+            &Nonce::from(nonce),
+            &self.aad(ctx),
+            (&mut buf[..]).into(),
+            &Tag::from(tag),
+        );
+        scrub_stack();
+        opened.map_err(|_| invalid())?;
         Ok(DataKey::from_slice(&buf[..]).expect("32 bytes"))
     }
 }
