@@ -502,6 +502,27 @@ pub struct TargetNamespaceStatus {
 }
 
 impl ClusterSealedStorageCred {
+    /// The object made from a sealed view (what [`Self::sealed_view`] gives, or
+    /// `seal` made with scope `cluster`) and the namespaces it targets. The
+    /// view's namespace is dropped (a cluster object has none).
+    pub fn from_sealed_view(
+        view: SealedStorageCred,
+        namespaces: Vec<String>,
+        namespace_selector: Option<NamespaceSelector>,
+    ) -> ClusterSealedStorageCred {
+        let mut metadata = view.metadata;
+        metadata.namespace = None;
+        ClusterSealedStorageCred {
+            metadata,
+            spec: ClusterSealedStorageCredSpec {
+                sealed: view.spec,
+                namespaces,
+                namespace_selector,
+            },
+            status: None,
+        }
+    }
+
     /// The `SealedStorageCred` the sealing code sees for this object: its sealed
     /// fields, its name, uid, generation, labels and annotations, and no
     /// namespace (scope `cluster` binds the name alone, and refuses a namespace).
