@@ -52,9 +52,10 @@ pub(crate) enum Need {
 /// `SecretConflict` naming the cluster kind (the shared check names the namespaced one).
 fn for_cluster(e: Error) -> Error {
     match e {
-        Error::SecretConflict(m) => Error::SecretConflict(
-            m.replace("this SealedStorageCred", "this ClusterSealedStorageCred"),
-        ),
+        Error::SecretConflict(m) => {
+            let kind = "this ClusterSealedStorageCred";
+            Error::SecretConflict(str::replace(&m, "this SealedStorageCred", kind))
+        }
         e => e,
     }
 }
