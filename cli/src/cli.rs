@@ -43,6 +43,9 @@ pub enum ScopeArg {
     NamespaceWide,
     /// Not bound; may be moved anywhere.
     ClusterWide,
+    /// Bound to a ClusterSealedStorageCred's name (writes that kind; give
+    /// --target-namespace and/or --namespace-selector).
+    Cluster,
 }
 
 /// Where keys come from.
@@ -291,6 +294,14 @@ pub struct SealArgs {
     /// What the ciphertext is bound to [default: strict].
     #[arg(long, value_enum)]
     pub scope: Option<ScopeArg>,
+    /// With --scope cluster: a namespace the ClusterSealedStorageCred writes the Secret
+    /// to (repeatable).
+    #[arg(long = "target-namespace", value_name = "NS")]
+    pub target_namespaces: Vec<String>,
+    /// With --scope cluster: the namespaces to write the Secret to, by label
+    /// (kubectl syntax: `k=v,k2 in (a,b),!k3`).
+    #[arg(long = "namespace-selector", value_name = "SELECTOR")]
+    pub namespace_selector: Option<String>,
     /// Secret type (default: Opaque, or the manifest's type).
     #[arg(long = "type", value_name = "TYPE")]
     pub secret_type: Option<String>,

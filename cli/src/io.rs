@@ -3,13 +3,17 @@
 use std::io::Write;
 use std::path::Path;
 
-use sealcred_shared::crd::{GROUP, KIND, SealedStorageCred, VERSION};
+use sealcred_shared::crd::{
+    CLUSTER_KIND, ClusterSealedStorageCred, GROUP, KIND, NamespaceSelector, Scope,
+    SealedStorageCred, VERSION,
+};
 
 use crate::cli::Format;
 use crate::error::CliError;
 
-/// A sealed file: one or more SealedStorageCred documents (YAML `---`
-/// separators; a JSON file holds one), each with the comment lines above it.
+/// A sealed file: one or more SealedStorageCred or ClusterSealedStorageCred
+/// documents (YAML `---` separators; a JSON file holds one), each with the comment
+/// lines above it.
 pub struct SealedFile {
     /// The documents, in file order.
     pub docs: Vec<Doc>,
@@ -19,10 +23,23 @@ pub struct SealedFile {
 
 /// One document of a sealed file.
 pub struct Doc {
-    /// The object.
+    /// The object; for a ClusterSealedStorageCred, its sealed view (no namespace,
+    /// scope `cluster`), which every command opens, merges and rotates alike.
     pub obj: SealedStorageCred,
     /// Comment and blank lines before it, kept when the file is rewritten.
     pub leading: String,
+    /// A ClusterSealedStorageCred's targets (`None`: a SealedStorageCred).
+    pub cluster: Option<ClusterTargets>,
+}
+
+/// The namespaces a ClusterSealedStorageCred targets (not sealed: kept as they are
+/// when the file is rewritten).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterTargets {
+    /// `spec.namespaces`.
+    pub namespaces: Vec<String>,
+    /// `spec.namespaceSelector`.
+    pub selector: Option<NamespaceSelector>,
 }
 
 impl SealedFile {
@@ -50,7 +67,7 @@ impl SealedFile {
                 out.push_str("---\n");
             }
             out.push_str(&doc.leading);
-            out.push_str(&render_sealed(obj, format)?);
+            out.push_str(&render_doc(obj, doc.cluster.as_ref(), format)?);
         }
         Ok(out)
     }
@@ -72,11 +89,12 @@ fn read_text(path: &Path) -> Result<String, CliError> {
 pub fn read_sealed_file(path: &Path) -> Result<SealedFile, CliError> {
     let text = read_text(path)?;
     if text.trim_start().starts_with('{') {
-        let obj = parse_sealed(&text).map_err(|e| e.in_file(path))?;
+        let (obj, cluster) = parse_sealed(&text).map_err(|e| e.in_file(path))?;
         return Ok(SealedFile {
             docs: vec![Doc {
                 obj,
                 leading: String::new(),
+                cluster,
             }],
             json: true,
         });
@@ -85,7 +103,7 @@ pub fn read_sealed_file(path: &Path) -> Result<SealedFile, CliError> {
     let many = parts.len() > 1;
     let mut docs = Vec::with_capacity(parts.len());
     for (i, (first_line, leading, body)) in parts.into_iter().enumerate() {
-        let obj = parse_yaml_at(&body, first_line).map_err(|e| {
+        let (obj, cluster) = parse_yaml_at(&body, first_line).map_err(|e| {
             if many {
                 e.in_file(Path::new(&format!(
                     "{} (document {})",
@@ -96,7 +114,11 @@ pub fn read_sealed_file(path: &Path) -> Result<SealedFile, CliError> {
                 e.in_file(path)
             }
         })?;
-        docs.push(Doc { obj, leading });
+        docs.push(Doc {
+            obj,
+            leading,
+            cluster,
+        });
     }
     if docs.is_empty() {
         return Err(CliError::new("empty file: no SealedStorageCred in it").in_file(path));
@@ -148,7 +170,11 @@ fn split_documents(text: &str) -> Vec<(usize, String, String)> {
     out
 }
 
-fn parse_yaml_at(body: &str, first_line: usize) -> Result<SealedStorageCred, CliError> {
+/// A parsed document: the object (a cluster object's sealed view) and, for a
+/// ClusterSealedStorageCred, its targets.
+pub type Parsed = (SealedStorageCred, Option<ClusterTargets>);
+
+fn parse_yaml_at(body: &str, first_line: usize) -> Result<Parsed, CliError> {
     let value: serde_json::Value = serde_saphyr::from_str(body).map_err(|e| {
         let at = e
             .without_snippet()
@@ -167,7 +193,7 @@ fn parse_yaml_at(body: &str, first_line: usize) -> Result<SealedStorageCred, Cli
 }
 
 /// Parses a sealed object from text.
-pub fn parse_sealed(text: &str) -> Result<SealedStorageCred, CliError> {
+pub fn parse_sealed(text: &str) -> Result<Parsed, CliError> {
     let value: serde_json::Value = if text.trim_start().starts_with('{') {
         serde_json::from_str(text).map_err(|e| CliError::new(format!("malformed JSON: {e}")))?
     } else {
@@ -183,20 +209,81 @@ pub fn parse_sealed(text: &str) -> Result<SealedStorageCred, CliError> {
     check_and_convert(value)
 }
 
-fn check_and_convert(value: serde_json::Value) -> Result<SealedStorageCred, CliError> {
+fn check_and_convert(value: serde_json::Value) -> Result<Parsed, CliError> {
     let api = value
         .get("apiVersion")
         .and_then(|v| v.as_str())
         .unwrap_or("");
     let kind = value.get("kind").and_then(|v| v.as_str()).unwrap_or("");
     let want = format!("{GROUP}/{VERSION}");
-    if kind != KIND || api != want {
+    if api != want || (kind != KIND && kind != CLUSTER_KIND) {
         return Err(CliError::new(format!(
-            "not a SealedStorageCred (apiVersion {api:?}, kind {kind:?}; expected {want} {KIND})"
+            "not a SealedStorageCred (apiVersion {api:?}, kind {kind:?}; expected {want} {KIND} or {CLUSTER_KIND})"
         )));
     }
-    serde_json::from_value(value)
-        .map_err(|e| CliError::new(format!("invalid SealedStorageCred: {e}")))
+    if kind == KIND {
+        let obj: SealedStorageCred = serde_json::from_value(value)
+            .map_err(|e| CliError::new(format!("invalid SealedStorageCred: {e}")))?;
+        if obj.spec.scope == Scope::Cluster {
+            return Err(CliError::new(
+                "a SealedStorageCred with scope cluster: that scope is sealed for a ClusterSealedStorageCred and opens nowhere else",
+            ));
+        }
+        return Ok((obj, None));
+    }
+    let obj: ClusterSealedStorageCred = serde_json::from_value(value)
+        .map_err(|e| CliError::new(format!("invalid ClusterSealedStorageCred: {e}")))?;
+    if obj.spec.sealed.scope != Scope::Cluster {
+        return Err(CliError::new(format!(
+            "a ClusterSealedStorageCred with scope {}: only scope cluster opens in one (the controller refuses it)",
+            obj.spec.sealed.scope
+        )));
+    }
+    if let Some(sel) = &obj.spec.namespace_selector {
+        sel.check()
+            .map_err(|e| CliError::new(format!("spec.{e}")))?;
+    }
+    let targets = ClusterTargets {
+        namespaces: obj.spec.namespaces,
+        selector: obj.spec.namespace_selector,
+    };
+    let mut metadata = obj.metadata;
+    metadata.namespace = None;
+    let view = SealedStorageCred {
+        metadata,
+        spec: obj.spec.sealed,
+        status: None,
+    };
+    Ok((view, Some(targets)))
+}
+
+/// Serializes a document: a SealedStorageCred, or with `cluster` the
+/// ClusterSealedStorageCred of the sealed view `obj` and those targets.
+pub fn render_doc(
+    obj: &SealedStorageCred,
+    cluster: Option<&ClusterTargets>,
+    format: Format,
+) -> Result<String, CliError> {
+    let Some(t) = cluster else {
+        return render_sealed(obj, format);
+    };
+    let mut c = ClusterSealedStorageCred::from_sealed_view(
+        obj.clone(),
+        t.namespaces.clone(),
+        t.selector.clone(),
+    );
+    c.metadata.managed_fields = None;
+    c.metadata.resource_version = None;
+    c.metadata.uid = None;
+    c.metadata.generation = None;
+    c.metadata.creation_timestamp = None;
+    match format {
+        Format::Json => serde_json::to_string_pretty(&c)
+            .map(|s| s + "\n")
+            .map_err(|e| CliError::new(format!("cannot render JSON: {e}"))),
+        Format::Yaml => serde_saphyr::to_string(&c)
+            .map_err(|e| CliError::new(format!("cannot render YAML: {e}"))),
+    }
 }
 
 /// Serializes a sealed object.

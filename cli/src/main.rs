@@ -10,6 +10,7 @@ mod keys;
 mod logging;
 mod profile;
 mod rules;
+mod selector;
 
 use std::process::ExitCode;
 

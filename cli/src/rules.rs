@@ -175,7 +175,7 @@ fn match_in(config: &Path, root: &Path, target: &Path) -> Result<Lookup, CliErro
             None => None,
             Some(s) => Some(Scope::parse(s).ok_or_else(|| {
                 CliError::new(format!(
-                    "{}: unknown scope {s:?} (strict, namespace-wide, cluster-wide)",
+                    "{}: unknown scope {s:?} (strict, namespace-wide, cluster-wide, cluster)",
                     at()
                 ))
             })?),

@@ -14,3 +14,7 @@ pub const MANAGED_BY_VALUE: &str = "sealcred-controller";
 /// Annotation on the Secret: the restart digest of the values it was last written with
 /// (`crate::digest`), the value workloads' pod-template annotation is set to.
 pub const RESTART_DIGEST_ANNOTATION: &str = "sealcred.io/restart-digest";
+
+/// Label on the Secrets a `ClusterSealedStorageCred` writes (value
+/// `ClusterSealedStorageCred`): its Secret watch and its pruning list select by it.
+pub const OWNER_KIND_LABEL: &str = "sealcred.io/owner-kind";

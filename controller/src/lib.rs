@@ -30,6 +30,7 @@
 
 pub mod annotations;
 pub mod audit;
+pub mod cluster;
 pub mod consumers;
 pub mod context;
 pub mod digest;
@@ -48,6 +49,25 @@ pub mod status;
 pub mod sts;
 mod support;
 pub mod write;
+
+/// The CRDs as YAML: `SealedStorageCred`'s and `ClusterSealedStorageCred`'s, each one
+/// document (the Helm chart's two files). `sealcred-controller crd` prints them joined
+/// by `---` (deploy/crd.yaml).
+pub fn crd_documents() -> std::result::Result<[String; 2], String> {
+    use kube::CustomResourceExt;
+    let ssc = serde_saphyr::to_string(&sealcred_shared::crd::SealedStorageCred::crd());
+    let cssc = serde_saphyr::to_string(&sealcred_shared::crd::ClusterSealedStorageCred::crd());
+    match (ssc, cssc) {
+        (Ok(a), Ok(b)) => Ok([a, b]),
+        (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+    }
+}
+
+/// What `sealcred-controller crd` prints: [`crd_documents`] joined by `---`.
+pub fn crds_yaml() -> std::result::Result<String, String> {
+    let [a, b] = crd_documents()?;
+    Ok(format!("{a}---\n{b}"))
+}
 
 /// Field manager of every server-side apply the controller makes.
 pub const FIELD_MANAGER: &str = "sealcred-controller";
@@ -85,7 +105,7 @@ pub enum Error {
     InvalidObject(String),
     /// The SealedStorageCred CRD is not installed.
     #[error(
-        "the SealedStorageCred CRD is not installed or not readable ({0}); apply deploy/crd.yaml (or `sealcred-controller crd | kubectl apply -f -`)"
+        "a sealcred CRD (SealedStorageCred, ClusterSealedStorageCred) is not installed or not readable ({0}); apply deploy/crd.yaml (or `sealcred-controller crd | kubectl apply -f -`)"
     )]
     CrdMissing(#[source] kube::Error),
     /// This replica lost its leader lease.

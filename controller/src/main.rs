@@ -4,19 +4,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use kube::CustomResourceExt;
 use sealcred_controller::metrics::Metrics;
 use sealcred_controller::options::{Cli, Command};
 use sealcred_controller::run::{State, run as run_controller};
 use sealcred_controller::{Error, harden, http};
-use sealcred_shared::crd::SealedStorageCred;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Crd) = cli.command {
-        return match serde_saphyr::to_string(&SealedStorageCred::crd()) {
+        return match sealcred_controller::crds_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS

@@ -116,6 +116,16 @@ pub(crate) fn is_subset(
 
 /// Whether an owned Secret already matches the object (without decrypting).
 fn up_to_date(secret: &Secret, obj: &SealedStorageCred, digest: &str) -> bool {
+    up_to_date_with(secret, obj, digest, &secret_labels(obj))
+}
+
+/// [`up_to_date`] with the labels the Secret must carry given.
+pub(crate) fn up_to_date_with(
+    secret: &Secret,
+    obj: &SealedStorageCred,
+    digest: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     let keys_match = secret
         .data
         .as_ref()
@@ -123,7 +133,7 @@ fn up_to_date(secret: &Secret, obj: &SealedStorageCred, digest: &str) -> bool {
         .unwrap_or(obj.spec.entries.is_empty());
     keys_match
         && secret.type_.as_deref().unwrap_or("Opaque") == obj.spec.template.type_
-        && is_subset(&secret_labels(obj), secret.metadata.labels.as_ref())
+        && is_subset(labels, secret.metadata.labels.as_ref())
         && is_subset(
             &secret_annotations(obj, digest),
             secret.metadata.annotations.as_ref(),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use sealcred_shared::crd::{SealedStorageCred, SealedStorageCredStatus};
+use sealcred_shared::crd::{Scope, SealedStorageCred, SealedStorageCredStatus};
 use tracing::{debug, info, instrument, warn};
 
 use crate::consumers::summarize;
@@ -220,7 +220,10 @@ pub async fn reconcile(obj: Arc<SealedStorageCred>, ctx: Arc<Context>) -> Result
         return Ok(action);
     }
 
+    // Scope cluster opens only in a ClusterSealedStorageCred: refused before any
+    // Secret read or KMS call (the format refuses it too: `Binding::new`).
     let synced = match &obj.spec.sts {
+        _ if obj.spec.scope == Scope::Cluster => Err(crate::cluster::namespaced_refusal()),
         Some(_) => crate::sts::sync(&obj, &ctx, &namespace, &uid, &secret_name)
             .await
             .map(|s| (s.outcome, Some((s.credentials, s.requeue)))),

@@ -206,6 +206,9 @@ pub async fn run(
         .list(&ListParams::default().limit(1))
         .await
         .map_err(Error::CrdMissing)?;
+    if opts.namespace.is_none() {
+        crate::cluster::watch::check_crd(&client).await?;
+    }
     let keyring = build_keyring(&opts, sdk, &state.metrics)?;
     state.ready.store(true, Ordering::Relaxed);
 
@@ -313,7 +316,7 @@ pub async fn run(
             &full,
             s.owner_references()
                 .iter()
-                .find(|r| r.controller == Some(true)),
+                .find(|r| r.controller == Some(true) && r.kind == sealcred_shared::crd::KIND),
         ) {
             w.note_full(&s.namespace().unwrap_or_default(), &owner.name);
         }
@@ -353,16 +356,49 @@ pub async fn run(
             "--secret-types allows kubernetes.io/service-account-token: anyone who can create a SealedStorageCred can have the API server mint a token for any ServiceAccount of its namespace"
         );
     }
+    // ClusterSealedStorageCred: only when every namespace is watched (it writes to
+    // any namespace; a namespace-restricted controller has neither the RBAC nor the
+    // remit). Its own `Controller`, beside the namespaced one, stopping with it.
+    let cluster = match &opts.namespace {
+        None => {
+            let (stop, lost) = (shutdown.clone(), lost_rx.clone());
+            let trigger = async move {
+                tokio::select! {
+                    _ = stopped(stop) => {}
+                    _ = stopped(lost) => {}
+                }
+            };
+            Some(crate::cluster::watch::run(
+                client.clone(),
+                Arc::clone(&ctx),
+                opts.selector.clone(),
+                opts.concurrency,
+                trigger,
+            ))
+        }
+        Some(namespace) => {
+            info!(
+                %namespace,
+                "ClusterSealedStorageCred objects are not reconciled: this controller watches one namespace (--namespace)"
+            );
+            None
+        }
+    };
     info!(namespace = ?opts.namespace, selector = ?opts.selector, concurrency = opts.concurrency, secret_types = ?ctx.secret_types, "controller started");
-    controller
+    let namespaced = controller
         .graceful_shutdown_on(trigger)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {
                 debug!(error = %e, "controller stream");
             }
-        })
-        .await;
+        });
+    match cluster {
+        Some(cluster) => {
+            futures::join!(namespaced, cluster);
+        }
+        None => namespaced.await,
+    }
     state.metrics.set_leader(false);
     *state.store.lock().unwrap() = None;
     drop(_renewer);

@@ -3,11 +3,12 @@
 
 use std::path::Path;
 
-use kube::CustomResourceExt;
-use sealcred_shared::crd::SealedStorageCred;
-
 fn generated() -> String {
-    serde_saphyr::to_string(&SealedStorageCred::crd()).expect("CRD to YAML")
+    sealcred_controller::crds_yaml().expect("CRDs to YAML")
+}
+
+fn document(i: usize) -> String {
+    sealcred_controller::crd_documents().expect("CRDs to YAML")[i].clone()
 }
 
 fn read(rel: &str) -> String {
@@ -26,8 +27,12 @@ fn deploy_crd_yaml_is_in_sync() {
 #[test]
 fn helm_chart_crd_is_in_sync() {
     assert!(
-        read("charts/sealcred/crds/sealedstoragecreds.yaml") == generated(),
-        "charts/sealcred/crds/sealedstoragecreds.yaml is stale: copy deploy/crd.yaml"
+        read("charts/sealcred/crds/sealedstoragecreds.yaml") == document(0),
+        "charts/sealcred/crds/sealedstoragecreds.yaml is stale: copy the first document of deploy/crd.yaml"
+    );
+    assert!(
+        read("charts/sealcred/crds/clustersealedstoragecreds.yaml") == document(1),
+        "charts/sealcred/crds/clustersealedstoragecreds.yaml is stale: copy the second document of deploy/crd.yaml"
     );
 }
 

@@ -1,6 +1,9 @@
-//! The `SealedStorageCred` custom resource (`sealcred.io/v1alpha1`).
+//! The `SealedStorageCred` custom resource (`sealcred.io/v1alpha1`), and its
+//! cluster-scoped sibling `ClusterSealedStorageCred`, which materializes the same
+//! Secret in many namespaces.
 //!
-//! The CRD YAML is generated from these types (`SealedStorageCred::crd()`).
+//! The CRD YAML is generated from these types (`SealedStorageCred::crd()`,
+//! `ClusterSealedStorageCred::crd()`).
 //! The meaning of every field, the encodings and the checks a reader must make
 //! are specified in `docs/FORMAT.md`; the canonical byte encodings live in
 //! [`crate::format`].
@@ -17,6 +20,8 @@ pub const GROUP: &str = "sealcred.io";
 pub const VERSION: &str = "v1alpha1";
 /// Kind of the custom resource.
 pub const KIND: &str = "SealedStorageCred";
+/// Kind of the cluster-scoped custom resource.
+pub const CLUSTER_KIND: &str = "ClusterSealedStorageCred";
 
 /// Most wrappings one data key may have (checked by the CRD schema and by
 /// [`crate::format::ParsedSpec::parse`]). Each allowed wrapping can cost one KMS
@@ -130,6 +135,10 @@ pub enum Scope {
     NamespaceWide,
     /// Not bound to metadata: the object can be moved anywhere.
     ClusterWide,
+    /// Bound to the name of a cluster-scoped `ClusterSealedStorageCred` and to that
+    /// kind: it opens in no namespaced `SealedStorageCred`, and a
+    /// `ClusterSealedStorageCred` opens no other scope.
+    Cluster,
 }
 
 impl Scope {
@@ -139,15 +148,17 @@ impl Scope {
             Scope::Strict => "strict",
             Scope::NamespaceWide => "namespace-wide",
             Scope::ClusterWide => "cluster-wide",
+            Scope::Cluster => "cluster",
         }
     }
 
-    /// Parses a scope name (`strict`, `namespace-wide`, `cluster-wide`).
+    /// Parses a scope name (`strict`, `namespace-wide`, `cluster-wide`, `cluster`).
     pub fn parse(s: &str) -> Option<Scope> {
         match s {
             "strict" => Some(Scope::Strict),
             "namespace-wide" => Some(Scope::NamespaceWide),
             "cluster-wide" => Some(Scope::ClusterWide),
+            "cluster" => Some(Scope::Cluster),
             _ => None,
         }
     }
@@ -322,6 +333,216 @@ pub struct Condition {
     pub observed_generation: Option<i64>,
 }
 
+/// Most namespaces `status.namespaces` of a [`ClusterSealedStorageCred`] lists
+/// (failing ones first); the counts cover all of them.
+pub const MAX_NAMESPACES_LISTED: usize = 50;
+
+/// Most namespaces `spec.namespaces` of a [`ClusterSealedStorageCred`] may name
+/// (CRD schema and the controller); a selector reaches any number.
+pub const MAX_NAMESPACES_NAMED: usize = 256;
+
+/// One sealed Secret, materialized in every namespace named in `spec.namespaces`
+/// or selected by `spec.namespaceSelector` (docs/operations.md, "One Secret in
+/// many namespaces"). Cluster-scoped; only scope `cluster` opens in it.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "sealcred.io",
+    version = "v1alpha1",
+    kind = "ClusterSealedStorageCred",
+    shortname = "cssc",
+    status = "ClusterSealedStorageCredStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
+    printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.secretName"}"#,
+    printcolumn = r#"{"name":"Namespaces","type":"string","jsonPath":".status.namespacesReady"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSealedStorageCredSpec {
+    /// The sealed fields, as in a `SealedStorageCred` (scope must be `cluster`;
+    /// `sts` is refused).
+    #[serde(flatten)]
+    pub sealed: SealedStorageCredSpec,
+    /// Namespaces to write the Secret to, by name (at most 256). Not covered by
+    /// the header tag: who may edit the object decides (RBAC).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_NAMESPACES_NAMED))]
+    pub namespaces: Vec<String>,
+    /// Namespaces to write the Secret to, by label (ANDed terms, as a
+    /// Kubernetes label selector). An empty selector is refused (it would
+    /// select every namespace). Not covered by the header tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<NamespaceSelector>,
+}
+
+/// A label selector over namespaces (the `matchLabels`/`matchExpressions` of
+/// Kubernetes' LabelSelector). Every term must hold.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceSelector {
+    /// Labels the namespace must carry with exactly these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    /// Requirements on the namespace's labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<SelectorRequirement>,
+}
+
+/// One requirement of a [`NamespaceSelector`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectorRequirement {
+    /// The label key.
+    pub key: String,
+    /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
+    pub operator: SelectorOperator,
+    /// The values (`In`/`NotIn`: at least one; `Exists`/`DoesNotExist`: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+/// The operator of a [`SelectorRequirement`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SelectorOperator {
+    /// The label's value is one of `values`.
+    In,
+    /// The label is absent, or its value is none of `values`.
+    NotIn,
+    /// The label is present.
+    Exists,
+    /// The label is absent.
+    DoesNotExist,
+}
+
+impl NamespaceSelector {
+    /// Checks the selector's shape: at least one term, and `values` as each
+    /// operator needs them. The error names the term, never a label value.
+    pub fn check(&self) -> Result<(), String> {
+        if self.match_labels.is_empty() && self.match_expressions.is_empty() {
+            return Err(
+                "namespaceSelector is empty (it would select every namespace); give matchLabels or matchExpressions"
+                    .into(),
+            );
+        }
+        for (i, r) in self.match_expressions.iter().enumerate() {
+            let has_values = !r.values.is_empty();
+            let needs_values = matches!(r.operator, SelectorOperator::In | SelectorOperator::NotIn);
+            if has_values != needs_values {
+                return Err(format!(
+                    "namespaceSelector.matchExpressions[{i}]: operator {:?} {}",
+                    r.operator,
+                    if needs_values {
+                        "needs at least one value"
+                    } else {
+                        "takes no values"
+                    }
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a namespace with `labels` is selected (every term holds).
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|r| {
+                let have = labels.get(&r.key);
+                match r.operator {
+                    SelectorOperator::In => have.is_some_and(|v| r.values.contains(v)),
+                    SelectorOperator::NotIn => !have.is_some_and(|v| r.values.contains(v)),
+                    SelectorOperator::Exists => have.is_some(),
+                    SelectorOperator::DoesNotExist => have.is_none(),
+                }
+            })
+    }
+}
+
+/// Status written by the controller on a [`ClusterSealedStorageCred`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSealedStorageCredStatus {
+    /// The generation the controller last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Conditions; `Ready` is the one to watch (True when the Secret is written in
+    /// every matching namespace).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Name of the materialized Secret (the same in every namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// Names of the entries in the Secret (never values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<String>,
+    /// `READY/MATCHED`: in how many of the matching namespaces the Secret is
+    /// written (`kubectl get cssc`, column Namespaces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces_ready: Option<String>,
+    /// The matching namespaces, failing ones first, then by name; at most 50
+    /// (`MAX_NAMESPACES_LISTED`), also listing unowned Secrets that block a namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<TargetNamespaceStatus>,
+}
+
+/// Where the Secret stands in one matching namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetNamespaceStatus {
+    /// The namespace.
+    pub name: String,
+    /// Whether the Secret there holds the current entries.
+    pub ready: bool,
+    /// `Unsealed`, or the Ready=False reason (`SecretConflict`, ...).
+    pub reason: String,
+    /// What is wrong, when not ready (never a value).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+impl ClusterSealedStorageCred {
+    /// The object made from a sealed view (what [`Self::sealed_view`] gives, or
+    /// `seal` made with scope `cluster`) and the namespaces it targets. The
+    /// view's namespace is dropped (a cluster object has none).
+    pub fn from_sealed_view(
+        view: SealedStorageCred,
+        namespaces: Vec<String>,
+        namespace_selector: Option<NamespaceSelector>,
+    ) -> ClusterSealedStorageCred {
+        let mut metadata = view.metadata;
+        metadata.namespace = None;
+        ClusterSealedStorageCred {
+            metadata,
+            spec: ClusterSealedStorageCredSpec {
+                sealed: view.spec,
+                namespaces,
+                namespace_selector,
+            },
+            status: None,
+        }
+    }
+
+    /// The `SealedStorageCred` the sealing code sees for this object: its sealed
+    /// fields, its name, uid, generation, labels and annotations, and no
+    /// namespace (scope `cluster` binds the name alone, and refuses a namespace).
+    pub fn sealed_view(&self) -> SealedStorageCred {
+        SealedStorageCred {
+            metadata: kube::api::ObjectMeta {
+                name: self.metadata.name.clone(),
+                namespace: None,
+                uid: self.metadata.uid.clone(),
+                generation: self.metadata.generation,
+                labels: self.metadata.labels.clone(),
+                annotations: self.metadata.annotations.clone(),
+                ..Default::default()
+            },
+            spec: self.spec.sealed.clone(),
+            status: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +571,71 @@ mod tests {
             ["Ready", "Reason", "Secret", "Scope", "Consumers", "Age"]
         );
         assert!(v.subresources.as_ref().unwrap().status.is_some());
+    }
+
+    #[test]
+    fn cluster_crd_is_cluster_scoped_with_the_sealed_fields() {
+        let crd = ClusterSealedStorageCred::crd();
+        assert_eq!(crd.spec.scope, "Cluster");
+        assert_eq!(crd.spec.names.kind, CLUSTER_KIND);
+        assert_eq!(
+            crd.spec.names.short_names.as_deref(),
+            Some(&["cssc".to_string()][..])
+        );
+        let v = serde_json::to_value(&crd.spec.versions[0]).unwrap();
+        let props = &v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        for field in [
+            "formatVersion",
+            "scope",
+            "dataKeys",
+            "entries",
+            "namespaces",
+            "namespaceSelector",
+        ] {
+            assert!(props.get(field).is_some(), "spec.{field} missing");
+        }
+        let cols: Vec<_> = v["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(cols, ["Ready", "Reason", "Secret", "Namespaces", "Age"]);
+    }
+
+    #[test]
+    fn selector_terms_all_hold() {
+        let labels: BTreeMap<String, String> = [
+            ("team".to_string(), "ml".to_string()),
+            ("env".to_string(), "dev".to_string()),
+        ]
+        .into();
+        let req = |key: &str, operator, values: &[&str]| SelectorRequirement {
+            key: key.into(),
+            operator,
+            values: values.iter().map(|v| v.to_string()).collect(),
+        };
+        let sel = |ml: &[(&str, &str)], me: Vec<SelectorRequirement>| NamespaceSelector {
+            match_labels: ml
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            match_expressions: me,
+        };
+        use SelectorOperator::*;
+        assert!(sel(&[("team", "ml")], vec![]).matches(&labels));
+        assert!(!sel(&[("team", "ml"), ("env", "prod")], vec![]).matches(&labels));
+        assert!(sel(&[], vec![req("env", In, &["dev", "staging"])]).matches(&labels));
+        assert!(!sel(&[], vec![req("env", NotIn, &["dev"])]).matches(&labels));
+        assert!(sel(&[], vec![req("tier", NotIn, &["x"])]).matches(&labels));
+        assert!(sel(&[], vec![req("team", Exists, &[])]).matches(&labels));
+        assert!(!sel(&[], vec![req("team", DoesNotExist, &[])]).matches(&labels));
+        assert!(!sel(&[("team", "ml")], vec![req("env", In, &["prod"])]).matches(&labels));
+        // Shape checks.
+        assert!(NamespaceSelector::default().check().is_err());
+        assert!(sel(&[], vec![req("a", In, &[])]).check().is_err());
+        assert!(sel(&[], vec![req("a", Exists, &["x"])]).check().is_err());
+        sel(&[], vec![req("a", Exists, &[])]).check().unwrap();
     }
 
     #[test]

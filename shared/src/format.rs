@@ -43,8 +43,10 @@ pub const SECRET_SIZE_LIMIT: usize = 1024 * 1024;
 pub const CTX_SCOPE: &str = "sealcred.io/scope";
 /// EncryptionContext key naming the namespace (strict and namespace-wide).
 pub const CTX_NAMESPACE: &str = "sealcred.io/namespace";
-/// EncryptionContext key naming the object (strict).
+/// EncryptionContext key naming the object (strict and cluster).
 pub const CTX_NAME: &str = "sealcred.io/name";
+/// EncryptionContext key naming the kind the ciphertext opens in (cluster).
+pub const CTX_KIND: &str = "sealcred.io/kind";
 
 /// A structural problem in a sealed object, found before any key is used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -86,6 +88,12 @@ pub enum FormatError {
         /// `namespace` or `name`.
         field: &'static str,
     },
+    /// Scope `cluster` on a namespaced object: it is sealed for a
+    /// `ClusterSealedStorageCred` and opens nowhere else.
+    #[error(
+        "scope cluster is sealed for a ClusterSealedStorageCred; this object has metadata.namespace, so it is not one (nothing was decrypted)"
+    )]
+    ClusterScopeInNamespace,
 }
 
 /// Appends `lp(bytes)`.
@@ -120,6 +128,9 @@ pub struct Binding {
     pub name: String,
 }
 
+/// What scope `cluster` adds to the binding: the kind it opens in.
+const CLUSTER_BINDING_KIND: &str = crate::crd::CLUSTER_KIND;
+
 impl Binding {
     /// Builds the binding from an object's metadata and scope. Metadata that the
     /// scope does not bind is dropped, so moving a namespace-wide object to a
@@ -149,22 +160,42 @@ impl Binding {
                 namespace: String::new(),
                 name: String::new(),
             },
+            // A cluster-scoped object has no namespace: one with a namespace is a
+            // namespaced SealedStorageCred, which must not open this scope.
+            Scope::Cluster => {
+                if namespace.is_some_and(|n| !n.is_empty()) {
+                    return Err(FormatError::ClusterScopeInNamespace);
+                }
+                Binding {
+                    scope,
+                    namespace: String::new(),
+                    name: need(name, "name")?,
+                }
+            }
         })
     }
 
-    /// `scope_binding` = lp(scope) ‖ lp(namespace) ‖ lp(name).
+    /// `scope_binding` = lp(scope) ‖ lp(namespace) ‖ lp(name), and for scope
+    /// `cluster` ‖ lp("ClusterSealedStorageCred").
     pub fn bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         put_lp(&mut out, self.scope.as_str().as_bytes());
         put_lp(&mut out, self.namespace.as_bytes());
         put_lp(&mut out, self.name.as_bytes());
+        if self.scope == Scope::Cluster {
+            put_lp(&mut out, CLUSTER_BINDING_KIND.as_bytes());
+        }
         out
     }
 
-    /// The KMS EncryptionContext: scope always, namespace and name as bound.
+    /// The KMS EncryptionContext: scope always, namespace and name as bound, and
+    /// for scope `cluster` the kind (`sealcred.io/kind: ClusterSealedStorageCred`).
     pub fn encryption_context(&self) -> BTreeMap<String, String> {
         let mut ctx = BTreeMap::new();
         ctx.insert(CTX_SCOPE.to_string(), self.scope.as_str().to_string());
+        if self.scope == Scope::Cluster {
+            ctx.insert(CTX_KIND.to_string(), CLUSTER_BINDING_KIND.to_string());
+        }
         if !self.namespace.is_empty() {
             ctx.insert(CTX_NAMESPACE.to_string(), self.namespace.clone());
         }
@@ -722,6 +753,42 @@ mod tests {
             Binding::new(Scope::Strict, Some("flyte"), None),
             Err(FormatError::MissingMetadata { field: "name", .. })
         ));
+    }
+
+    #[test]
+    fn cluster_binding_is_the_name_and_the_kind_never_a_namespace() {
+        let c = Binding::new(Scope::Cluster, None, Some("flyte-task-env")).unwrap();
+        let ctx = c.encryption_context();
+        assert_eq!(ctx.len(), 3);
+        assert_eq!(ctx[CTX_SCOPE], "cluster");
+        assert_eq!(ctx[CTX_NAME], "flyte-task-env");
+        assert_eq!(ctx[CTX_KIND], "ClusterSealedStorageCred");
+        assert!(!ctx.contains_key(CTX_NAMESPACE));
+        // An empty namespace is no namespace (how a cluster-scoped object reads).
+        assert_eq!(
+            Binding::new(Scope::Cluster, Some(""), Some("flyte-task-env")).unwrap(),
+            c
+        );
+        assert_eq!(
+            Binding::new(Scope::Cluster, Some("flyte"), Some("flyte-task-env")),
+            Err(FormatError::ClusterScopeInNamespace)
+        );
+        assert!(matches!(
+            Binding::new(Scope::Cluster, None, None),
+            Err(FormatError::MissingMetadata { field: "name", .. })
+        ));
+        // The bytes differ from every namespaced scope's, whatever the metadata.
+        let strict = Binding {
+            scope: Scope::Strict,
+            namespace: String::new(),
+            name: "flyte-task-env".into(),
+        };
+        assert_ne!(c.bytes(), strict.bytes());
+        let mut expect = Vec::new();
+        for part in ["cluster", "", "flyte-task-env", "ClusterSealedStorageCred"] {
+            put_lp(&mut expect, part.as_bytes());
+        }
+        assert_eq!(c.bytes(), expect);
     }
 
     #[test]

@@ -456,6 +456,45 @@ async fn generate_vectors() {
         format!("ok {}", digest_pairs(CLUSTER)),
     ));
 
+    // Scope cluster: a ClusterSealedStorageCred's sealed view (no namespace). It does not
+    // open under a namespace (a SealedStorageCred), nor renamed.
+    let mut cluster_in = input(
+        "flyte-task-env",
+        "unused",
+        Scope::Cluster,
+        opaque(),
+        Some("flyte-task-env"),
+        CLUSTER,
+    );
+    cluster_in.namespace = None;
+    let cluster = seal_local(&cluster_in, &key).await;
+    out.push((
+        "ok-cluster".into(),
+        cluster.clone(),
+        format!("ok {}", digest_pairs(CLUSTER)),
+    ));
+    let mut in_namespace = cluster.clone();
+    in_namespace.metadata.namespace = Some("flyte".into());
+    out.push((
+        "err-cluster-in-namespace".into(),
+        in_namespace,
+        "error InvalidSpec Format.ClusterScopeInNamespace".into(),
+    ));
+    let mut renamed_cluster = cluster.clone();
+    renamed_cluster.metadata.name = Some("other-task-env".into());
+    out.push((
+        "err-cluster-renamed".into(),
+        renamed_cluster,
+        "error DecryptFailed Provider.InvalidCiphertext".into(),
+    ));
+    let mut widened = cluster.clone();
+    widened.spec.scope = Scope::ClusterWide;
+    out.push((
+        "err-cluster-widened-to-cluster-wide".into(),
+        widened,
+        "error DecryptFailed Provider.InvalidCiphertext".into(),
+    ));
+
     let m1 = seal_local(
         &input(
             "merged-creds",

@@ -277,10 +277,13 @@ impl TestEnv {
         }
     }
 
-    /// Installs the `SealedStorageCred` CRD generated from the Rust types.
+    /// Installs the `SealedStorageCred` and `ClusterSealedStorageCred` CRDs generated
+    /// from the Rust types (a controller watching every namespace needs both).
     pub async fn install_sealcred_crd(&self) {
         use kube::CustomResourceExt;
         self.install_crd(&sealcred_shared::crd::SealedStorageCred::crd())
+            .await;
+        self.install_crd(&sealcred_shared::crd::ClusterSealedStorageCred::crd())
             .await;
     }
 

@@ -16,8 +16,9 @@ use controller_support::*;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use sealcred_shared::crd::SealedStorageCred;
+use sealcred_shared::crd::{ClusterSealedStorageCred, SealedStorageCred};
 use sealcred_tests::install::{kubectl_apply, kustomize_deploy};
 use sealcred_tests::testenv;
 use serde_json::{Value, json};
@@ -284,6 +285,73 @@ async fn the_controller_token_is_confined_by_the_admission_policy() {
     )
     .await
     .expect("a Secret annotated sealcred.io/adopt may be taken over");
+
+    // Deletes: only of a managed Secret controlled by a ClusterSealedStorageCred (its copy
+    // in a namespace that stopped matching). The cluster object exists (garbage collector).
+    let cluster = ClusterSealedStorageCred::from_sealed_view(
+        SealedStorageCred::new(&sealcred_tests::unique_name("vap-cluster"), x.spec.clone()),
+        vec![],
+        None,
+    );
+    let cluster = Api::<ClusterSealedStorageCred>::all(admin.clone())
+        .patch(
+            &cluster.name_any(),
+            &PatchParams::apply("sealcred-tests").force(),
+            &Patch::Apply(&cluster),
+        )
+        .await
+        .unwrap();
+    let cluster_owner = json!([{
+        "apiVersion": "sealcred.io/v1alpha1", "kind": "ClusterSealedStorageCred",
+        "name": cluster.name_any(), "uid": cluster.uid().unwrap(), "controller": true
+    }]);
+    secrets
+        .create(
+            &post,
+            &secret(
+                "copy",
+                managed.clone(),
+                json!({}),
+                cluster_owner.clone(),
+                "Opaque",
+            ),
+        )
+        .await
+        .expect("a managed Secret controlled by a ClusterSealedStorageCred may be created");
+    admin_secrets
+        .create(
+            &post,
+            &secret(
+                "unmanaged-copy",
+                json!({}),
+                json!({}),
+                cluster_owner,
+                "Opaque",
+            ),
+        )
+        .await
+        .unwrap();
+    let dp = kube::api::DeleteParams::default();
+    let deletes_only = "deletes only Secrets it manages for a ClusterSealedStorageCred";
+    denied(
+        "delete of a foreign Secret",
+        secrets.delete("foreign", &dp).await,
+        deletes_only,
+    );
+    denied(
+        "delete of a namespaced object's managed Secret",
+        secrets.delete("ours", &dp).await,
+        deletes_only,
+    );
+    denied(
+        "delete of an unlabelled Secret controlled by a ClusterSealedStorageCred",
+        secrets.delete("unmanaged-copy", &dp).await,
+        deletes_only,
+    );
+    secrets
+        .delete("copy", &dp)
+        .await
+        .expect("a ClusterSealedStorageCred's managed copy may be deleted");
 
     // The same RBAC through another ServiceAccount is not confined: the denials above
     // are the policy's, not RBAC's.

@@ -148,7 +148,8 @@ fn chart_lints_and_renders_the_values_matrix() {
 
     // default: cluster-wide, restarts on, policies, a PDB for the two replicas.
     let d = chart("ci/default-values.yaml", &[]);
-    assert_eq!(of_kind(&d, "ClusterRole").len(), 2);
+    // core, restarts, and the ClusterSealedStorageCred role (-cluster).
+    assert_eq!(of_kind(&d, "ClusterRole").len(), 3);
     assert_eq!(of_kind(&d, "Role").len(), 1, "only the leader Role");
     assert_eq!(of_kind(&d, "ValidatingAdmissionPolicy").len(), 2);
     assert_eq!(of_kind(&d, "ValidatingAdmissionPolicyBinding").len(), 2);
@@ -215,7 +216,7 @@ fn chart_lints_and_renders_the_values_matrix() {
     let d = chart("ci/no-restarts-values.yaml", &[]);
     assert!(controller_args(&d).contains(&"--workload-restarts=false".into()));
     assert_eq!(apps_rules(&d), 0);
-    assert_eq!(of_kind(&d, "ClusterRole").len(), 1);
+    assert_eq!(of_kind(&d, "ClusterRole").len(), 2);
 
     // extra KMS endpoints: one --kms-endpoint per region.
     let args = controller_args(&chart("ci/endpoints-values.yaml", &[]));

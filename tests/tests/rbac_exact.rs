@@ -26,6 +26,9 @@ use serde_json::Value;
 type Grant = (&'static str, &'static str, &'static str);
 
 const SSC: &str = "sealedstoragecreds";
+const CSSC: &str = "clustersealedstoragecreds";
+/// The ClusterRole of the ClusterSealedStorageCred controller (all namespaces only).
+const CLUSTER_ROLE: &str = "sealcred-controller-cluster";
 const WORKLOADS: [&str; 3] = ["deployments", "statefulsets", "daemonsets"];
 
 /// One kube call in controller/src: file, the call as written, why, and the
@@ -54,6 +57,60 @@ const CALLS: &[Call] = &[
             ("sealcred.io", SSC, "watch"),
             ("", "secrets", "list"),
             ("", "secrets", "watch"),
+        ],
+    },
+    Call {
+        file: "cluster/watch.rs",
+        call: ".list(",
+        what: "start-up check that the ClusterSealedStorageCred CRD is installed (limit 1)",
+        grants: &[("sealcred.io", CSSC, "list")],
+    },
+    Call {
+        file: "cluster/watch.rs",
+        call: "watcher(",
+        what: "the watches behind the ClusterSealedStorageCred controller: the objects (the \
+               cache), the namespaces' metadata (targets; created or relabelled later) and the \
+               metadata of the Secrets these objects write (triggers only)",
+        grants: &[
+            ("sealcred.io", CSSC, "list"),
+            ("sealcred.io", CSSC, "watch"),
+            ("", "namespaces", "list"),
+            ("", "namespaces", "watch"),
+            ("", "secrets", "list"),
+            ("", "secrets", "watch"),
+        ],
+    },
+    Call {
+        file: "cluster/secrets.rs",
+        call: ".get_opt(",
+        what: "read a target namespace's Secret before writing it",
+        grants: &[("", "secrets", "get")],
+    },
+    Call {
+        file: "cluster/secrets.rs",
+        call: ".list_metadata(",
+        what: "list the metadata of the Secrets ClusterSealedStorageCreds wrote (label-selected), to prune",
+        grants: &[("", "secrets", "list")],
+    },
+    Call {
+        file: "cluster/secrets.rs",
+        call: ".delete(",
+        what: "delete a copy in a namespace that stopped matching (uid+resourceVersion precondition)",
+        grants: &[("", "secrets", "delete")],
+    },
+    Call {
+        file: "cluster/mod.rs",
+        call: ".patch_status(",
+        what: "server-side apply of a ClusterSealedStorageCred's status",
+        grants: &[("sealcred.io", "clustersealedstoragecreds/status", "patch")],
+    },
+    Call {
+        file: "cluster/mod.rs",
+        call: ".publish(",
+        what: "events about ClusterSealedStorageCreds",
+        grants: &[
+            ("events.k8s.io", "events", "create"),
+            ("events.k8s.io", "events", "patch"),
         ],
     },
     Call {
@@ -298,11 +355,24 @@ fn code_lines(file: &str) -> Vec<(usize, String)> {
 #[test]
 fn shipped_rbac_is_exactly_what_the_code_calls() {
     // Every kube call in the controller's source is one listed in CALLS.
-    let mut files: Vec<String> = std::fs::read_dir(repo_root().join("controller/src"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|f| f.ends_with(".rs"))
-        .collect();
+    // controller/src and its module directories, as paths relative to it.
+    let mut files: Vec<String> = Vec::new();
+    let mut dirs = vec![String::new()];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(repo_root().join("controller/src").join(&dir)).unwrap() {
+            let e = e.unwrap();
+            let rel = if dir.is_empty() {
+                e.file_name().to_string_lossy().into_owned()
+            } else {
+                format!("{dir}/{}", e.file_name().to_string_lossy())
+            };
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(rel);
+            } else if rel.ends_with(".rs") {
+                files.push(rel);
+            }
+        }
+    }
     files.sort();
     let mut unlisted = Vec::new();
     let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
@@ -419,11 +489,20 @@ async fn install_role(
     env.sa_client(ns, sa).await
 }
 
-/// The ClusterRole's rules, minus [`KNOWN_EXTRA`], as a Role in `ns`.
+/// The documents but the ClusterSealedStorageCred ClusterRole (`CLUSTER_ROLE`), whose
+/// grants a controller restricted with `--namespace` does not use.
+fn without_cluster_role(docs: &[Value]) -> Vec<Value> {
+    docs.iter()
+        .filter(|d| d["metadata"]["name"] != CLUSTER_ROLE)
+        .cloned()
+        .collect()
+}
+
+/// The ClusterRoles' rules (but `CLUSTER_ROLE`'s), minus [`KNOWN_EXTRA`], as a Role in `ns`.
 fn namespaced_role(docs: &[Value], ns: &str) -> Role {
     let extra: BTreeSet<_> = KNOWN_EXTRA.iter().map(|(g, _)| owned(g)).collect();
     let mut rules = Vec::new();
-    for r in rules_of(docs, "ClusterRole") {
+    for r in rules_of(&without_cluster_role(docs), "ClusterRole") {
         for g in r.api_groups.iter().flatten() {
             for res in r.resources.iter().flatten() {
                 let verbs: Vec<String> = r
@@ -687,4 +766,230 @@ async fn every_granted_verb_is_needed() {
     }
     assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
     assert!(outcomes.len() > 20, "only {} variants", outcomes.len());
+}
+
+/// The ClusterSealedStorageCred scenario as ServiceAccount `ns/sealcred-controller`
+/// bound to a ClusterRole with `rules`: a controller for every namespace (sharded to
+/// this run's objects) writes the object's Secret to a named and a selected namespace,
+/// reports Ready=True 2/2, and deletes the copy of a namespace relabelled out. Returns
+/// the first step that did not happen.
+async fn cluster_scenario(
+    env: &sealcred_tests::TestEnv,
+    admin: &kube::Client,
+    rules: Vec<PolicyRule>,
+) -> Result<(), Missing> {
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use sealcred_shared::crd::{ClusterSealedStorageCred, NamespaceSelector, Scope};
+    use std::time::Duration;
+
+    const STEP: Duration = Duration::from_secs(20);
+    let ns = env.unique_namespace("rbac-cluster").await;
+    let selected = env.unique_namespace("rbac-cluster-sel").await;
+    let shard = sealcred_tests::unique_name("shard");
+    let role_name = sealcred_tests::unique_name("sealcred-rbac-cluster");
+    let pp = PatchParams::apply("sealcred-tests").force();
+    let role: ClusterRole = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": role_name}, "rules": rules,
+    }))
+    .unwrap();
+    Api::<ClusterRole>::all(admin.clone())
+        .patch(&role_name, &pp, &Patch::Apply(&role))
+        .await
+        .unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": role_name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
+        "subjects": [{"kind": "ServiceAccount", "name": "sealcred-controller", "namespace": ns}],
+    }))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .patch(&role_name, &pp, &Patch::Apply(&binding))
+        .await
+        .unwrap();
+    let client = env.sa_client(&ns, "sealcred-controller").await;
+    let label = |v: &str| serde_json::json!({"metadata": {"labels": {"rbac-cluster": v}}});
+    Api::<Namespace>::all(admin.clone())
+        .patch(
+            &selected,
+            &PatchParams::default(),
+            &Patch::Merge(label(&shard)),
+        )
+        .await
+        .unwrap();
+
+    let args: Vec<String> = [
+        "sealcred-controller",
+        "--kms-allow",
+        env.key_arn(),
+        "--selector",
+        &format!("rbac-cluster={shard}"),
+        "--leader-elect=false",
+        "--metrics-addr=off",
+        "--max-backoff=2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let ctl = start_with(env, client, args, env.kms_endpoint()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let sdk = sdk_config(env, env.kms_endpoint()).await;
+    let kms = sealcred_shared::provider::aws::AwsKms::new(&sdk, env.key_arn()).unwrap();
+    let name = sealcred_tests::unique_name("rbac-cluster-obj");
+    let view = sealcred_shared::seal::seal(
+        &sealcred_shared::seal::SealInput {
+            name: name.clone(),
+            namespace: None,
+            scope: Scope::Cluster,
+            template: template(&[]),
+            profile: None,
+            entries: entries(&[("password", "pw")]),
+        },
+        &[&kms],
+    )
+    .await
+    .unwrap()
+    .object;
+    let mut obj = ClusterSealedStorageCred::from_sealed_view(
+        view,
+        vec![ns.clone()],
+        Some(NamespaceSelector {
+            match_labels: [("rbac-cluster".to_string(), shard.clone())].into(),
+            ..NamespaceSelector::default()
+        }),
+    );
+    obj.metadata.labels = Some([("rbac-cluster".to_string(), shard.clone())].into());
+    Api::<ClusterSealedStorageCred>::all(admin.clone())
+        .patch(&name, &pp, &Patch::Apply(&obj))
+        .await
+        .unwrap();
+
+    async fn step<F, Fut>(name: &str, mut f: F) -> Result<(), Missing>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + STEP;
+        while tokio::time::Instant::now() < deadline {
+            if f().await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(name.to_string())
+    }
+    let want: std::collections::BTreeMap<String, String> =
+        [("password".to_string(), "pw".to_string())].into();
+    let result = async {
+        step("the Secret is written in both namespaces", || async {
+            secret_data(admin, &ns, &name).await.as_ref() == Some(&want)
+                && secret_data(admin, &selected, &name).await.as_ref() == Some(&want)
+        })
+        .await?;
+        step("Ready=True 2/2 in the status", || async {
+            let Ok(o) = Api::<ClusterSealedStorageCred>::all(admin.clone())
+                .get(&name)
+                .await
+            else {
+                return false;
+            };
+            o.status.is_some_and(|s| {
+                s.namespaces_ready.as_deref() == Some("2/2")
+                    && s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        })
+        .await?;
+        Api::<Namespace>::all(admin.clone())
+            .patch(
+                &selected,
+                &PatchParams::default(),
+                &Patch::Merge(label("out")),
+            )
+            .await
+            .unwrap();
+        step("the relabelled namespace's copy is deleted", || async {
+            secret_data(admin, &selected, &name).await.is_none()
+        })
+        .await
+    }
+    .await;
+    if !ctl.handle.is_finished() {
+        let _ = ctl.stop().await;
+    }
+    result
+}
+
+/// Every verb of the ClusterSealedStorageCred ClusterRole is needed: with every shipped
+/// ClusterRole the cluster scenario succeeds; without any one of `CLUSTER_ROLE`'s verbs
+/// (everything else granted) a step of it fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_cluster_grant_is_needed() {
+    let env = testenv().await;
+    env.install_sealcred_crd().await;
+    let admin = env.kube_client().await;
+    let docs = shipped_docs();
+    let all_rules = rules_of(&docs, "ClusterRole");
+    let cluster_docs: Vec<Value> = docs
+        .iter()
+        .filter(|d| d["metadata"]["name"] == CLUSTER_ROLE)
+        .cloned()
+        .collect();
+    let grants: Vec<(String, String, String)> = grants_of(&rules_of(&cluster_docs, "ClusterRole"))
+        .into_iter()
+        .collect();
+    assert!(grants.len() >= 5, "{grants:?}");
+    let mut variants: Vec<Option<(String, String, String)>> = vec![None];
+    variants.extend(grants.iter().cloned().map(Some));
+    let runs = variants.iter().map(|without| {
+        let admin = admin.clone();
+        let without = without.clone();
+        let mut rules = all_rules.clone();
+        if let Some((g, r, v)) = &without {
+            // Split every rule per (group, resource), and drop the one verb.
+            rules = rules
+                .into_iter()
+                .flat_map(|rule| {
+                    let mut out = Vec::new();
+                    for rg in rule.api_groups.iter().flatten() {
+                        for rr in rule.resources.iter().flatten() {
+                            let verbs: Vec<String> = rule
+                                .verbs
+                                .iter()
+                                .filter(|x| !(rg == g && rr == r && *x == v))
+                                .cloned()
+                                .collect();
+                            if !verbs.is_empty() {
+                                out.push(PolicyRule {
+                                    api_groups: Some(vec![rg.clone()]),
+                                    resources: Some(vec![rr.clone()]),
+                                    verbs,
+                                    ..Default::default()
+                                });
+                            }
+                        }
+                    }
+                    out
+                })
+                .collect();
+        }
+        async move { (without.clone(), cluster_scenario(env, &admin, rules).await) }
+    });
+    let outcomes = futures::future::join_all(runs).await;
+    let mut wrong = Vec::new();
+    for (without, outcome) in &outcomes {
+        match (without, outcome) {
+            (None, Ok(())) => println!("all grants: the cluster scenario succeeds"),
+            (None, Err(step)) => wrong.push(format!("with every grant, this failed: {step}")),
+            (Some(g), Err(step)) => println!("without {g:?}: fails at \"{step}\""),
+            (Some(g), Ok(())) => wrong.push(format!(
+                "without {g:?} the cluster scenario still succeeds: the grant is not needed"
+            )),
+        }
+    }
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
 }

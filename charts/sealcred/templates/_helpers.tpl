@@ -50,6 +50,20 @@ each rule exists is written there and in docs/operations.md).
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end -}}
+{{- define "sealcred.clusterRules" -}}
+- apiGroups: ["sealcred.io"]
+  resources: ["clustersealedstoragecreds"]
+  verbs: ["list", "watch"]
+- apiGroups: ["sealcred.io"]
+  resources: ["clustersealedstoragecreds/status"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["delete"]
+{{- end -}}
 {{- define "sealcred.restartRules" -}}
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets", "daemonsets"]

@@ -22,7 +22,7 @@ pub fn inspect(file: &Path, format: Format, textconv: bool) -> Result<(), CliErr
     let mut values = Vec::new();
     for (i, doc) in sealed.docs.iter().enumerate() {
         let label = sealed.label(file, i);
-        match describe(&label, &doc.obj, format)? {
+        match describe(&label, &doc.obj, doc.cluster.as_ref(), format)? {
             Described::Json(v) => values.push(v),
             Described::Text(t) => text.push_str(&t),
         }
@@ -57,7 +57,20 @@ fn textconv_text(file: &Path) -> String {
         let ns = o.metadata.namespace.as_deref().unwrap_or("");
         let name = o.metadata.name.as_deref().unwrap_or("");
         let t = &o.spec.template;
-        s += &format!("SealedStorageCred {ns}/{name} (scope {})\n", o.spec.scope);
+        if let Some(t) = &doc.cluster {
+            s += &format!("ClusterSealedStorageCred {name} (scope {})\n", o.spec.scope);
+            for n in &t.namespaces {
+                s += &format!("target namespace {n}\n");
+            }
+            if let Some(sel) = &t.selector {
+                s += &format!(
+                    "target selector {}\n",
+                    serde_json::to_string(sel).unwrap_or_default()
+                );
+            }
+        } else {
+            s += &format!("SealedStorageCred {ns}/{name} (scope {})\n", o.spec.scope);
+        }
         s += &format!(
             "secret {} type {}\n",
             t.name.as_deref().unwrap_or(name),
@@ -101,7 +114,12 @@ enum Described {
     Text(String),
 }
 
-fn describe(label: &str, obj: &SealedStorageCred, format: Format) -> Result<Described, CliError> {
+fn describe(
+    label: &str,
+    obj: &SealedStorageCred,
+    cluster: Option<&crate::io::ClusterTargets>,
+    format: Format,
+) -> Result<Described, CliError> {
     let parsed =
         ParsedSpec::parse(&obj.spec).map_err(|e| CliError::new(format!("{label}: {e}")))?;
     let ns = obj.metadata.namespace.clone().unwrap_or_default();
@@ -133,6 +151,9 @@ fn describe(label: &str, obj: &SealedStorageCred, format: Format) -> Result<Desc
         .collect();
     Ok(match format {
         Format::Json => Described::Json(serde_json::json!({
+            "kind": if cluster.is_some() { "ClusterSealedStorageCred" } else { "SealedStorageCred" },
+            "targetNamespaces": cluster.map(|t| t.namespaces.clone()),
+            "namespaceSelector": cluster.and_then(|t| t.selector.clone()),
             "file": label,
             "name": name,
             "namespace": ns,
@@ -150,9 +171,25 @@ fn describe(label: &str, obj: &SealedStorageCred, format: Format) -> Result<Desc
                 Scope::Strict => format!("bound to namespace {ns} and name {name}"),
                 Scope::NamespaceWide => format!("bound to namespace {ns}"),
                 Scope::ClusterWide => "not bound to a namespace or name".into(),
+                Scope::Cluster => format!("bound to ClusterSealedStorageCred {name}"),
             };
-            s += &format!("{label}: SealedStorageCred {ns}/{name}\n");
+            if parsed.scope == Scope::Cluster {
+                s += &format!("{label}: ClusterSealedStorageCred {name}\n");
+            } else {
+                s += &format!("{label}: SealedStorageCred {ns}/{name}\n");
+            }
             s += &format!("  scope:    {} ({bound})\n", parsed.scope);
+            if let Some(t) = cluster {
+                if !t.namespaces.is_empty() {
+                    s += &format!("  targets:  namespaces {}\n", t.namespaces.join(", "));
+                }
+                if let Some(sel) = &t.selector {
+                    s += &format!(
+                        "  targets:  namespaces selected by {}\n",
+                        serde_json::to_string(sel).unwrap_or_default()
+                    );
+                }
+            }
             s += &format!("  secret:   {secret} (type {})\n", parsed.template.type_);
             if let Some(p) = &parsed.profile {
                 s += &format!("  profile:  {p}\n");

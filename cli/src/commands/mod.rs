@@ -38,6 +38,7 @@ fn scope_of(s: ScopeArg) -> Scope {
         ScopeArg::Strict => Scope::Strict,
         ScopeArg::NamespaceWide => Scope::NamespaceWide,
         ScopeArg::ClusterWide => Scope::ClusterWide,
+        ScopeArg::Cluster => Scope::Cluster,
     }
 }
 
@@ -84,6 +85,7 @@ fn announce_sealed(obj: &SealedStorageCred) {
         Scope::Strict => format!("namespace {ns}, name {name}"),
         Scope::NamespaceWide => format!("namespace {ns}, any name"),
         Scope::ClusterWide => "any namespace and name".to_string(),
+        Scope::Cluster => format!("ClusterSealedStorageCred {name}"),
     };
     let keys: Vec<&str> = head.wrappings.iter().map(|w| w.key_id.as_str()).collect();
     eprintln!(

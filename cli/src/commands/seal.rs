@@ -13,7 +13,7 @@ use super::{announce, announce_sealed, keys_for, print_notes, refs, scope_of};
 use crate::cli::SealArgs;
 use crate::error::CliError;
 use crate::input::{self, Entries};
-use crate::io::{read_sealed_file, render_sealed, write_atomic, write_output};
+use crate::io::{ClusterTargets, read_sealed_file, render_doc, write_atomic, write_output};
 use crate::keys;
 use crate::profile;
 use crate::rules;
@@ -69,11 +69,23 @@ pub async fn seal(args: SealArgs) -> Result<(), CliError> {
         .map(scope_of)
         .or(rule.and_then(|r| r.scope))
         .unwrap_or(Scope::Strict);
-    let namespace = args
-        .namespace
-        .or(manifest.namespace)
-        .or(rule.and_then(|r| r.namespace.clone()));
-    if namespace.is_none() && scope != Scope::ClusterWide {
+    let cluster = cluster_targets(
+        &ClusterArgs {
+            namespace: args.namespace.as_deref(),
+            target_namespaces: &args.target_namespaces,
+            namespace_selector: args.namespace_selector.as_deref(),
+        },
+        scope,
+    )?;
+    let namespace = if cluster.is_some() {
+        // A ClusterSealedStorageCred has no namespace (a manifest's or a rule's is not its).
+        None
+    } else {
+        args.namespace
+            .or(manifest.namespace)
+            .or(rule.and_then(|r| r.namespace.clone()))
+    };
+    if namespace.is_none() && scope != Scope::ClusterWide && scope != Scope::Cluster {
         return Err(CliError::new(format!(
             "no namespace: scope {scope} binds the namespace; pass --namespace (or -n)"
         )));
@@ -104,7 +116,14 @@ pub async fn seal(args: SealArgs) -> Result<(), CliError> {
     if let Some(out) = &args.output.output_file
         && !args.reseal
         && out.exists()
-        && same_as_file(out, &sealed_input, &sealed.object, &keyring).await
+        && same_as_file(
+            out,
+            &sealed_input,
+            &sealed.object,
+            cluster.as_ref(),
+            &keyring,
+        )
+        .await
     {
         eprintln!(
             "sealcred: {}: unchanged (same object, values and keys); not rewritten",
@@ -116,8 +135,68 @@ pub async fn seal(args: SealArgs) -> Result<(), CliError> {
     print_notes(None, &sealed.notes);
     announce_sealed(&sealed.object);
     let obj = sealed.object;
-    let text = render_sealed(&obj, args.output.format)?;
+    let text = render_doc(&obj, cluster.as_ref(), args.output.format)?;
     write_output(args.output.output_file.as_deref(), text.as_bytes())
+}
+
+/// The flags [`cluster_targets`] reads.
+struct ClusterArgs<'a> {
+    namespace: Option<&'a str>,
+    target_namespaces: &'a [String],
+    namespace_selector: Option<&'a str>,
+}
+
+/// With scope `cluster`: the ClusterSealedStorageCred's targets from
+/// `--target-namespace` and `--namespace-selector` (at least one), and no
+/// `--namespace`. Without it, those two flags are refused.
+fn cluster_targets(
+    args: &ClusterArgs<'_>,
+    scope: Scope,
+) -> Result<Option<ClusterTargets>, CliError> {
+    let given = !args.target_namespaces.is_empty() || args.namespace_selector.is_some();
+    if scope != Scope::Cluster {
+        if given {
+            return Err(CliError::new(
+                "--target-namespace and --namespace-selector need --scope cluster (a ClusterSealedStorageCred)",
+            ));
+        }
+        return Ok(None);
+    }
+    if args.namespace.is_some() {
+        return Err(CliError::new(
+            "--namespace: a ClusterSealedStorageCred (--scope cluster) has no namespace",
+        )
+        .hint("name the namespaces to write the Secret to with --target-namespace NS or --namespace-selector SELECTOR"));
+    }
+    if !given {
+        return Err(
+            CliError::new("--scope cluster: no namespace to write the Secret to").hint(
+                "give --target-namespace NS (repeatable) and/or --namespace-selector SELECTOR",
+            ),
+        );
+    }
+    for (i, ns) in args.target_namespaces.iter().enumerate() {
+        sealcred_shared::format::check_object_name("namespace", ns).map_err(|_| {
+            CliError::new(format!(
+                "--target-namespace (occurrence {}): not a namespace name (lowercase letters, digits, '-', at most 63 characters)",
+                i + 1
+            ))
+        })?;
+    }
+    let selector = match args.namespace_selector {
+        Some(s) => Some(
+            crate::selector::parse(s)
+                .map_err(|e| CliError::new(format!("--namespace-selector: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut namespaces = args.target_namespaces.to_vec();
+    namespaces.sort();
+    namespaces.dedup();
+    Ok(Some(ClusterTargets {
+        namespaces,
+        selector,
+    }))
 }
 
 /// Whether `path` already holds what was just sealed: the same object
@@ -127,6 +206,7 @@ async fn same_as_file(
     path: &Path,
     input: &SealInput,
     new: &SealedStorageCred,
+    cluster: Option<&ClusterTargets>,
     keyring: &Keyring,
 ) -> bool {
     let Ok(file) = read_sealed_file(path) else {
@@ -135,6 +215,9 @@ async fn same_as_file(
     let [doc] = &file.docs[..] else {
         return false;
     };
+    if doc.cluster.as_ref() != cluster {
+        return false;
+    }
     let old = &doc.obj;
     let key_ids = |o: &SealedStorageCred| -> Option<std::collections::BTreeSet<String>> {
         let p = sealcred_shared::format::ParsedSpec::parse(&o.spec).ok()?;
@@ -200,6 +283,12 @@ pub(super) async fn merge_into_annotated(
         .in_file(target));
     }
     let existing = file.docs[0].obj.clone();
+    if !args.target_namespaces.is_empty() || args.namespace_selector.is_some() {
+        return Err(CliError::new(
+            "--target-namespace and --namespace-selector do not apply to --merge-into (edit spec.namespaces or spec.namespaceSelector in the file: they are not sealed)",
+        )
+        .in_file(target));
+    }
     if args.secret_type.is_some()
         || args.secret_name.is_some()
         || changing
@@ -308,7 +397,10 @@ pub(super) async fn merge_into_annotated(
     // kept. Elsewhere: the format asked for, the comments too.
     let text = match &args.output.output_file {
         None => file.render(&[merged])?,
-        Some(_) => file.docs[0].leading.clone() + &render_sealed(&merged, args.output.format)?,
+        Some(_) => {
+            file.docs[0].leading.clone()
+                + &render_doc(&merged, file.docs[0].cluster.as_ref(), args.output.format)?
+        }
     };
     let out = args.output.output_file.as_deref().unwrap_or(target);
     write_atomic(out, text.as_bytes())

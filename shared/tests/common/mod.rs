@@ -71,6 +71,7 @@ pub fn class(e: &Error) -> String {
             F::InvalidName { .. } => "Format.InvalidName",
             F::Inconsistent(_) => "Format.Inconsistent",
             F::MissingMetadata { .. } => "Format.MissingMetadata",
+            F::ClusterScopeInNamespace => "Format.ClusterScopeInNamespace",
         }
         .to_string(),
         Error::Provider(p) => format!(
@@ -351,15 +352,25 @@ pub fn independent_open(
     let (ns, name) = match scope {
         "strict" => (ns, name),
         "namespace-wide" => (ns, String::new()),
+        "cluster" => {
+            assert!(ns.is_empty(), "scope cluster has no namespace");
+            (String::new(), name)
+        }
         _ => (String::new(), String::new()),
     };
     let mut t = Trace::default();
     lp(&mut t.binding, scope.as_bytes());
     lp(&mut t.binding, ns.as_bytes());
     lp(&mut t.binding, name.as_bytes());
+    if scope == "cluster" {
+        lp(&mut t.binding, b"ClusterSealedStorageCred");
+    }
 
-    // EncryptionContext, sorted by key: name < namespace < scope.
+    // EncryptionContext, sorted by key: kind < name < namespace < scope.
     let mut ctx: Vec<(&str, &str)> = Vec::new();
+    if scope == "cluster" {
+        ctx.push(("sealcred.io/kind", "ClusterSealedStorageCred"));
+    }
     if !name.is_empty() {
         ctx.push(("sealcred.io/name", &name));
     }
