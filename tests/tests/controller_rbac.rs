@@ -34,13 +34,14 @@ async fn runs_with_only_the_shipped_rbac() {
     let docs = shipped_rbac();
     let pp = PatchParams::apply("sealcred-tests").force();
 
-    // The shipped ClusterRoles as they are (the core one and the restarts one); each
-    // binding (unique name) to this test's ServiceAccount.
+    // The shipped ClusterRoles as they are (the core one, the restarts one and the
+    // ClusterSealedStorageCred one); each binding (unique name) to this test's
+    // ServiceAccount.
     let roles: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "ClusterRole").collect();
     assert_eq!(
         roles.len(),
-        2,
-        "deploy/rbac.yaml: the core and the restarts ClusterRole"
+        3,
+        "deploy/rbac.yaml: the core, the restarts and the cluster ClusterRole"
     );
     for doc in docs.iter().filter(|d| d["kind"] == "ClusterRole") {
         let role: ClusterRole = serde_json::from_value(doc.clone()).unwrap();
