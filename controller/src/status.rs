@@ -116,13 +116,25 @@ pub(crate) async fn write_status(
     }
     let api: Api<SealedStorageCred> =
         Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    apply_status(&api, &obj.name_any(), &status).await
+}
+
+/// Server-side apply of `status` to object `name`'s status subresource (either kind).
+pub(crate) async fn apply_status<K>(
+    api: &Api<K>,
+    name: &str,
+    status: &impl serde::Serialize,
+) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let patch = json!({
-        "apiVersion": SealedStorageCred::api_version(&()),
-        "kind": SealedStorageCred::kind(&()),
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
         "status": status,
     });
     api.patch_status(
-        &obj.name_any(),
+        name,
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&patch),
     )
