@@ -332,17 +332,24 @@ class Kube:
                                                            "metadata": {"name": ns}}))
 
     def install_crd(self, yaml_text):
+        """Applies every CRD in the (multi-document) YAML and waits until each is Established."""
         import yaml
-        name = yaml.safe_load(yaml_text)["metadata"]["name"]
-        self.apply(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}", yaml_text)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            crd = self.req("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
-            if any(c["type"] == "Established" and c["status"] == "True"
-                   for c in ((crd.get("status") or {}).get("conditions") or [])):
-                return
-            time.sleep(0.2)
-        sys.exit(f"CRD {name} not established")
+        docs = [d for d in yaml.safe_load_all(yaml_text) if d]
+        for doc in docs:
+            name = doc["metadata"]["name"]
+            self.apply(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}",
+                       json.dumps(doc))
+        for doc in docs:
+            name = doc["metadata"]["name"]
+            deadline = time.time() + 60
+            while True:
+                crd = self.req("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+                if any(c["type"] == "Established" and c["status"] == "True"
+                       for c in ((crd.get("status") or {}).get("conditions") or [])):
+                    break
+                if time.time() > deadline:
+                    sys.exit(f"CRD {name} not established")
+                time.sleep(0.2)
 
     def count(self, path):
         """Number of objects at a collection path: one cheap paginated read (limit=1)."""
