@@ -116,25 +116,13 @@ pub(crate) async fn write_status(
     }
     let api: Api<SealedStorageCred> =
         Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    apply_status(&api, &obj.name_any(), &status).await
-}
-
-/// Server-side apply of `status` to object `name`'s status subresource (either kind).
-pub(crate) async fn apply_status<K>(
-    api: &Api<K>,
-    name: &str,
-    status: &impl serde::Serialize,
-) -> Result<()>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
     let patch = json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
+        "apiVersion": SealedStorageCred::api_version(&()),
+        "kind": SealedStorageCred::kind(&()),
         "status": status,
     });
     api.patch_status(
-        name,
+        &obj.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&patch),
     )

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, PartialObjectMeta};
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::Store;
@@ -42,6 +42,7 @@ use sealcred_shared::crd::{
 };
 use sealcred_shared::format::check_object_name;
 use sealcred_shared::seal;
+use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use crate::audit::Unseal;
@@ -49,7 +50,7 @@ use crate::context::{Context, OwnWrites};
 use crate::materialize::{check_type, spec_digest};
 use crate::reconcile::backoff_delay;
 use crate::status::{Health, conditions};
-use crate::{Error, Result};
+use crate::{Error, FIELD_MANAGER, Result};
 
 use secrets::selector as secret_selector;
 
@@ -177,7 +178,19 @@ async fn write_status(
         return Ok(());
     }
     let api: Api<ClusterSealedStorageCred> = Api::all(ctx.client.clone());
-    crate::status::apply_status(&api, &obj.name_any(), status).await
+    let patch = json!({
+        "apiVersion": ClusterSealedStorageCred::api_version(&()),
+        "kind": ClusterSealedStorageCred::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::Kube)?;
+    Ok(())
 }
 
 /// The previous conditions, as [`conditions`] reads them.
