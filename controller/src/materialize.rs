@@ -8,7 +8,9 @@
 //!   before any KMS call;
 //! - take over a Secret it does not own (unless the Secret opts in with the
 //!   annotation `sealcred.io/adopt: "true"`), even one created while KMS is being
-//!   called: Ready=False, reason SecretConflict;
+//!   called: Ready=False, reason SecretConflict (a new object's Secret is presumed
+//!   absent: one KMS call, then a create that fails if it exists; see
+//!   [`sync_secret`]);
 //! - delete or empty a Secret when unsealing fails: the last good Secret stays;
 //! - call KMS when nothing changed: the Secret carries `sealcred.io/spec-digest`
 //!   (SHA-256 of the sealed spec and the object's namespace/name — ciphertext only),
@@ -33,7 +35,7 @@ use sealcred_shared::format::ParsedSpec;
 use sealcred_shared::seal;
 use sealcred_shared::secret::SecretBytes;
 use sha2::{Digest, Sha256};
-use tracing::info;
+use tracing::{debug, info};
 use zeroize::Zeroize;
 
 use crate::annotations::{
@@ -43,7 +45,7 @@ use crate::audit::Unseal;
 use crate::context::Context;
 use crate::digest::restart_digest;
 use crate::support::hex;
-use crate::write::{Checked, write};
+use crate::write::{Checked, create_presumed, write};
 use crate::{Error, Result};
 
 /// A Secret whose data is wiped when dropped.
@@ -193,8 +195,19 @@ pub(crate) fn recorded_restart(existing: Option<&Secret>) -> Restart {
         })
 }
 
+/// Whether `obj` is new to this controller: never reconciled (no status) and nothing
+/// written for it in this process. Its Secret is then presumed absent and created
+/// without reading first ([`create_presumed`]).
+fn presumed_new(obj: &SealedStorageCred, ctx: &Context, uid: &str) -> bool {
+    obj.status.is_none() && !ctx.data_digests.lock().unwrap().contains_key(uid)
+}
+
 /// Brings the Secret in line with the object. Plaintext lives in `Opened` and in
 /// the `Wiped` Secret only for the duration of the write.
+///
+/// A new object ([`presumed_new`]) costs one KMS call and one create. If a Secret of
+/// that name exists after all, nothing was written; the plaintext is dropped and the
+/// checked way below runs (its GET, and a second KMS call if the Secret must change).
 pub(crate) async fn sync_secret(
     obj: &SealedStorageCred,
     ctx: &Context,
@@ -205,6 +218,28 @@ pub(crate) async fn sync_secret(
     check_type(obj, ctx)?;
     let digest = spec_digest(obj, namespace);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    // Restarts asked for this Secret: it must carry a restart digest to be up to date.
+    let asked = ctx
+        .workloads
+        .as_ref()
+        .is_some_and(|w| w.any_naming(namespace, secret_name));
+    if presumed_new(obj, ctx, uid) {
+        let (mut desired, written_digest, restart) =
+            unseal(obj, ctx, namespace, uid, secret_name, &digest, asked, false).await?;
+        let created = create_presumed(&secrets, &mut desired, &ctx.own_writes).await;
+        drop(desired);
+        if created? {
+            ctx.data_digests
+                .lock()
+                .unwrap()
+                .insert(uid.to_string(), written_digest);
+            return Ok(Outcome::Written {
+                content_changed: true,
+                restart,
+            });
+        }
+        debug!(secret = %secret_name, "the Secret of a new object exists: checking it");
+    }
     let existing = secrets
         .get_opt(secret_name)
         .await
@@ -213,12 +248,7 @@ pub(crate) async fn sync_secret(
     let checked = Checked::of(existing.as_ref().map(|e| &e.0), uid, secret_name)?;
     let recorded = recorded_restart(existing.as_ref().map(|e| &e.0));
     let had_digest = matches!(recorded, Restart::Digest { .. });
-    // Restarts asked for this Secret: it must carry a restart digest to be up to date.
-    let asked = ctx
-        .workloads
-        .as_ref()
-        .is_some_and(|w| w.any_naming(namespace, secret_name));
-    if let (Some(existing), Checked::Owned(_)) = (&existing, &checked)
+    if let (Some(existing), Checked::Owned { .. }) = (&existing, &checked)
         && up_to_date(&existing.0, obj, &digest)
         && (had_digest || !asked)
     {
@@ -241,6 +271,44 @@ pub(crate) async fn sync_secret(
     });
     drop(existing);
 
+    let first_record = !had_digest && before.is_some();
+    let (mut desired, written_digest, restart) = unseal(
+        obj,
+        ctx,
+        namespace,
+        uid,
+        secret_name,
+        &digest,
+        asked,
+        first_record,
+    )
+    .await?;
+    let result = write(&secrets, &mut desired, checked, uid, &ctx.own_writes).await;
+    drop(desired);
+    result?;
+    ctx.data_digests
+        .lock()
+        .unwrap()
+        .insert(uid.to_string(), written_digest);
+    Ok(Outcome::Written {
+        content_changed: before != Some(written_digest),
+        restart,
+    })
+}
+
+/// Opens the object (the KMS call) into the Secret to write, with the digest of its
+/// data and, where a workload asks for restarts (`asked`), its restart digest.
+#[allow(clippy::too_many_arguments)]
+async fn unseal(
+    obj: &SealedStorageCred,
+    ctx: &Context,
+    namespace: &str,
+    uid: &str,
+    secret_name: &str,
+    digest: &str,
+    asked: bool,
+    first_record: bool,
+) -> Result<(Wiped, [u8; 32], Restart)> {
     let mut audit = Unseal::new(obj, namespace, uid);
     let opened = seal::open_observed(obj, &ctx.keyring, &mut |c| audit.record(c)).await;
     audit.finish(match &opened {
@@ -267,14 +335,14 @@ pub(crate) async fn sync_secret(
                         .iter()
                         .map(|(k, v): (&String, &SecretBytes)| (k, v.expose())),
                 ),
-                first_record: !had_digest && before.is_some(),
+                first_record,
             },
             Err(e) => Restart::KeyFailed(e),
         }
     } else {
         Restart::NotAsked
     };
-    let mut annotations = secret_annotations(obj, &digest);
+    let mut annotations = secret_annotations(obj, digest);
     if let Restart::Digest { digest: d, .. } = &restart {
         annotations.insert(RESTART_DIGEST_ANNOTATION.into(), d.clone());
     }
@@ -282,13 +350,13 @@ pub(crate) async fn sync_secret(
         .controller_owner_ref(&())
         .ok_or_else(|| Error::InvalidObject("no uid".into()))?;
     // The one place plaintext becomes a k8s-openapi ByteString: exact-size copies,
-    // wiped (with the whole Secret) when `desired` drops right after the write.
+    // wiped (with the whole Secret) when the returned `Wiped` drops right after the write.
     let data: BTreeMap<String, ByteString> = opened
         .entries
         .iter()
         .map(|(k, v)| (k.clone(), ByteString(v.expose().to_vec())))
         .collect();
-    let mut desired = Wiped(Secret {
+    let desired = Wiped(Secret {
         metadata: ObjectMeta {
             name: Some(secret_name.to_string()),
             namespace: Some(namespace.to_string()),
@@ -302,17 +370,7 @@ pub(crate) async fn sync_secret(
         ..Secret::default()
     });
     drop(opened);
-    let result = write(&secrets, &mut desired, checked, uid, &ctx.own_writes).await;
-    drop(desired);
-    result?;
-    ctx.data_digests
-        .lock()
-        .unwrap()
-        .insert(uid.to_string(), written_digest);
-    Ok(Outcome::Written {
-        content_changed: before != Some(written_digest),
-        restart,
-    })
+    Ok((desired, written_digest, restart))
 }
 
 #[cfg(test)]

@@ -57,9 +57,8 @@ async fn applied_object_becomes_an_owned_secret() {
     wait_ready(&client, &ns, "db", "True", "Unsealed").await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     watcher.abort();
-    // A new Secret is two writes: the create, and the patch that makes its
-    // managedFields entry the apply's (no apply repeating what the create wrote).
-    assert_eq!(*writes.lock().unwrap(), ["ADDED", "MODIFIED"]);
+    // A new Secret is one write: the create (no apply repeating what it wrote).
+    assert_eq!(*writes.lock().unwrap(), ["ADDED"]);
 
     let secret = Api::<Secret>::namespaced(client.clone(), &ns)
         .get("db")
@@ -90,13 +89,14 @@ async fn applied_object_becomes_an_owned_secret() {
     assert_eq!(owners[0].controller, Some(true));
     assert_eq!(owners[0].kind, "SealedStorageCred");
     assert_eq!(Some(&owners[0].uid), live.metadata.uid.as_ref());
-    // Owned by our server-side apply alone, so a key later dropped goes.
+    // Managed by our create alone (its first apply becomes the only manager, so a
+    // key later dropped goes: `a_created_secret_is_owned_by_the_apply_alone`).
     let managers: Vec<_> = secret
         .managed_fields()
         .iter()
         .map(|m| (m.manager.as_deref(), m.operation.as_deref()))
         .collect();
-    assert_eq!(managers, [(Some("sealcred-controller"), Some("Apply"))]);
+    assert_eq!(managers, [(Some("sealcred-controller"), Some("Update"))]);
     let status = live.status.unwrap();
     assert_eq!(status.observed_generation, live.metadata.generation);
     assert_eq!(status.secret_name.as_deref(), Some("db"));
@@ -149,7 +149,7 @@ async fn updates_and_drift_are_applied_and_repaired() {
     wait_secret(&client, &ns, "app", &[("token", "two"), ("extra", "x")]).await;
 
     // A key dropped from the object goes from the Secret the controller created
-    // (its create's managedFields entry became the apply's; nobody co-owns `extra`).
+    // (its first apply became the only manager; nobody co-owns `extra`).
     let fewer = seal_object(env, &ns, "app", template(&[]), &[("token", "three")]).await;
     apply(&client, &fewer).await;
     wait_secret(&client, &ns, "app", &[("token", "three")]).await;
@@ -185,10 +185,37 @@ async fn an_unowned_secret_is_left_untouched() {
         secret_data(&client, &ns, "taken").await.unwrap()["password"],
         "theirs"
     );
+    // A new object's Secret is presumed absent: one KMS call before the create that
+    // found it taken (nothing written), and none at any later reconcile.
     assert_eq!(
         ctl.metrics().kms_calls_total(),
-        0,
-        "no KMS call for a conflict"
+        1,
+        "one KMS call for a new object's conflict"
+    );
+    let reconciled = ctl.metrics().reconciles_total();
+    Api::<SealedStorageCred>::namespaced(client.clone(), &ns)
+        .patch(
+            "taken",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "annotations": {
+                "sealcred.io/reconcile-requested-at": "1"
+            } } })),
+        )
+        .await
+        .unwrap();
+    wait_for("a reconcile after the poke", CONVERGE, || async {
+        (ctl.metrics().reconciles_total() > reconciled).then_some(())
+    })
+    .await;
+    wait_ready(&client, &ns, "taken", "False", "SecretConflict").await;
+    assert_eq!(
+        ctl.metrics().kms_calls_total(),
+        1,
+        "no KMS call for a known conflict"
+    );
+    assert_eq!(
+        secrets.get("taken").await.unwrap().resource_version(),
+        before.resource_version()
     );
     ctl.stop().await.unwrap();
 }
