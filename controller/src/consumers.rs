@@ -717,9 +717,7 @@ pub async fn report_misnames(workloads: Arc<Workloads>, ctx: Arc<crate::context:
                 action: "Restart".into(),
                 secondary: None,
             };
-            if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
-                warn!(error = %e, "publishing an event failed");
-            }
+            ctx.recorder.send(ev, reference);
         }
     }
 }

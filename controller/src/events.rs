@@ -9,11 +9,24 @@
 //! 8.8 MB, 36 % of the controller's heap (valgrind massif, BENCHMARKS.md). Here a key is
 //! a 64-bit hash and the entry holds only the Event's name, namespace, count and time,
 //! and the cache is capped at [`MAX_CACHED`] entries.
+//!
+//! Publishing is off the reconcile's path, as client-go's broadcaster does it: a
+//! reconcile queues the Event ([`Publisher::send`], never waits) and a background
+//! task publishes up to [`CONCURRENCY`] at a time. An Event that finds the queue
+//! ([`QUEUE`]) full is dropped and counted in the log; Events are best-effort in
+//! Kubernetes, the object's status is the record. [`Publisher::flush`] publishes
+//! what is queued before the controller exits.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::warn;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
@@ -27,6 +40,12 @@ use serde_json::json;
 pub const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
 /// At most this many series are remembered; older ones are forgotten first.
 pub const MAX_CACHED: usize = 4096;
+/// Events waiting to be published; one more is dropped.
+pub const QUEUE: usize = 1024;
+/// Events published at the same time by the background task.
+pub const CONCURRENCY: usize = 4;
+/// How long [`Publisher::flush`] waits for the queue to drain.
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 struct Seen {
     name: String,
@@ -37,6 +56,13 @@ struct Seen {
 
 /// Publishes Events as one reporting controller instance.
 pub struct Publisher {
+    queue: Mutex<Option<mpsc::Sender<(Event, ObjectReference)>>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+    dropped: AtomicU64,
+}
+
+/// What publishing needs: the client, who reports, and the series cache.
+struct Inner {
     client: Client,
     controller: String,
     instance: String,
@@ -57,18 +83,70 @@ fn key(ev: &Event, regarding: &ObjectReference) -> u64 {
 }
 
 impl Publisher {
-    /// A publisher reporting as `controller` (instance `instance`).
+    /// A publisher reporting as `controller` (instance `instance`), with its background
+    /// task (on the current tokio runtime).
     pub fn new(client: Client, controller: &str, instance: &str) -> Self {
-        Publisher {
+        let inner = Arc::new(Inner {
             client,
             controller: controller.into(),
             instance: instance.into(),
             seen: Mutex::new(HashMap::new()),
+        });
+        let (tx, rx) = mpsc::channel::<(Event, ObjectReference)>(QUEUE);
+        let worker = {
+            tokio::spawn(async move {
+                futures::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|item| (item, rx))
+                })
+                .for_each_concurrent(CONCURRENCY, |(ev, regarding)| {
+                    let inner = Arc::clone(&inner);
+                    async move {
+                        if let Err(e) = inner.publish(&ev, &regarding).await {
+                            warn!(error = %e, reason = %ev.reason, "publishing an event failed");
+                        }
+                    }
+                })
+                .await;
+            })
+        };
+        Publisher {
+            queue: Mutex::new(Some(tx)),
+            worker: Mutex::new(Some(worker)),
+            dropped: AtomicU64::new(0),
         }
     }
 
+    /// Queues `ev` about the object `regarding` for publishing; never waits. Dropped
+    /// (and counted) when the queue is full or the publisher was flushed.
+    pub fn send(&self, ev: Event, regarding: ObjectReference) {
+        let queued = match self.queue.lock().unwrap().as_ref() {
+            Some(tx) => tx.try_send((ev, regarding)).is_ok(),
+            None => false,
+        };
+        if !queued {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n == 1 || n.is_multiple_of(1000) {
+                warn!(dropped = n, "the event queue is full: events dropped");
+            }
+        }
+    }
+
+    /// Publishes what is queued (waiting at most a few seconds) and stops the
+    /// background task; later [`send`](Self::send)s are dropped.
+    pub async fn flush(&self) {
+        drop(self.queue.lock().unwrap().take());
+        let worker = self.worker.lock().unwrap().take();
+        if let Some(w) = worker
+            && tokio::time::timeout(FLUSH_WAIT, w).await.is_err()
+        {
+            warn!("events still queued at exit were not published");
+        }
+    }
+}
+
+impl Inner {
     /// Publishes `ev` about the object `regarding` (create, or patch the series).
-    pub async fn publish(&self, ev: &Event, regarding: &ObjectReference) -> kube::Result<()> {
+    async fn publish(&self, ev: &Event, regarding: &ObjectReference) -> kube::Result<()> {
         let k = key(ev, regarding);
         let now = jiff::Timestamp::now();
         let repeat = {

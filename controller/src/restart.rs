@@ -29,7 +29,7 @@ use kube::runtime::events::{Event, EventType};
 use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::consumers::{Consumer, Kind, Workloads};
 use crate::events::Publisher;
@@ -211,9 +211,7 @@ impl Restarter<'_> {
                 action: "Restart".into(),
                 secondary: None,
             };
-            if let Err(e) = self.recorder.publish(&ev, &workload.object_ref(&())).await {
-                warn!(error = %e, "publishing an event failed");
-            }
+            self.recorder.send(ev, workload.object_ref(&()));
             done.push(Restarted { kind, name });
         }
         Ok(())

@@ -385,6 +385,7 @@ pub async fn run(
         }
     };
     info!(namespace = ?opts.namespace, selector = ?opts.selector, concurrency = opts.concurrency, secret_types = ?ctx.secret_types, "controller started");
+    let publisher = Arc::clone(&ctx);
     let namespaced = controller
         .graceful_shutdown_on(trigger)
         .run(reconcile, error_policy, ctx)
@@ -399,6 +400,8 @@ pub async fn run(
         }
         None => namespaced.await,
     }
+    // The Events the last reconciles queued (see `crate::events`).
+    publisher.recorder.flush().await;
     state.metrics.set_leader(false);
     *state.store.lock().unwrap() = None;
     drop(_renewer);

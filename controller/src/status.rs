@@ -6,7 +6,6 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use sealcred_shared::crd::{Condition, SealedStorageCred, SealedStorageCredStatus};
 use serde_json::json;
-use tracing::warn;
 
 use crate::context::Context;
 use crate::{Error, FIELD_MANAGER, Result};
@@ -153,9 +152,7 @@ pub(crate) async fn publish(
         action: "Unseal".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&())).await {
-        warn!(error = %e, "publishing an event failed");
-    }
+    ctx.recorder.send(ev, obj.object_ref(&()));
 }
 
 #[cfg(test)]

@@ -164,9 +164,7 @@ async fn publish(
         action: "Unseal".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&())).await {
-        warn!(error = %e, "publishing an event failed");
-    }
+    ctx.recorder.send(ev, obj.object_ref(&()));
 }
 
 async fn write_status(
