@@ -564,6 +564,33 @@ mod tests {
         port
     }
 
+    /// The connector's TLS keeps what docs/SECURITY.md ("Entropy") counts on: hybrid
+    /// post-quantum key exchange offered first, aws-lc, and only AEAD suites.
+    #[test]
+    fn tls_offers_post_quantum_key_exchange_first_and_aead_suites_only() {
+        let config = tls_config(rustls::RootCertStore::empty());
+        let provider = config.crypto_provider();
+        assert_eq!(
+            provider.kx_groups.first().map(|g| g.name()),
+            Some(rustls::NamedGroup::X25519MLKEM768),
+            "{:?}",
+            provider
+                .kx_groups
+                .iter()
+                .map(|g| g.name())
+                .collect::<Vec<_>>()
+        );
+        assert!(!provider.cipher_suites.is_empty());
+        for suite in &provider.cipher_suites {
+            let name = format!("{:?}", suite.suite());
+            assert!(
+                name.contains("GCM") || name.contains("CHACHA20_POLY1305"),
+                "{name}"
+            );
+        }
+        assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);
+    }
+
     #[test]
     fn https_goes_through_the_sdk_client_only_with_a_proxy() {
         assert!(!proxy_configured(|_| None));
