@@ -226,7 +226,7 @@ pub(crate) async fn sync_secret(
     if presumed_new(obj, ctx, uid) {
         let (mut desired, written_digest, restart) =
             unseal(obj, ctx, namespace, uid, secret_name, &digest, asked, false).await?;
-        let created = create_presumed(&secrets, &mut desired, &ctx.own_writes).await;
+        let created = create_presumed(&secrets, &mut desired, uid, &ctx.own_writes).await;
         drop(desired);
         if created? {
             ctx.data_digests
@@ -248,7 +248,7 @@ pub(crate) async fn sync_secret(
     let checked = Checked::of(existing.as_ref().map(|e| &e.0), uid, secret_name)?;
     let recorded = recorded_restart(existing.as_ref().map(|e| &e.0));
     let had_digest = matches!(recorded, Restart::Digest { .. });
-    if let (Some(existing), Checked::Owned { .. }) = (&existing, &checked)
+    if let (Some(existing), Checked::Owned(_)) = (&existing, &checked)
         && up_to_date(&existing.0, obj, &digest)
         && (had_digest || !asked)
     {

@@ -431,7 +431,7 @@ pub(crate) async fn sync(
     let now = jiff::Timestamp::now();
     // The current credentials' lifetime, if the Secret is ours and holds some.
     let current = match (&existing, &checked) {
-        (Some(e), Checked::Owned { .. }) => annotation_time(&e.0, ISSUED_AT_ANNOTATION)
+        (Some(e), Checked::Owned(_)) => annotation_time(&e.0, ISSUED_AT_ANNOTATION)
             .zip(annotation_time(&e.0, EXPIRES_AT_ANNOTATION)),
         _ => None,
     };

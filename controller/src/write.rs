@@ -15,15 +15,13 @@
 //! (the plaintext is still in memory: no second KMS call), at most
 //! [`MAX_ATTEMPTS`] times before the reconcile is retried with backoff.
 //!
-//! Our server-side apply is made the Secret's only manager, so that a key later
-//! dropped from the object does not outlive the apply that no longer names it:
-//! - created: the create (POST) is the only write, so a new Secret costs one
-//!   request. The create leaves a `managedFields` entry of ours with operation
-//!   `Update`, which an apply does not count as its own. Before the first apply to
-//!   that Secret (the object changed, or its data drifted), one merge patch under
-//!   the checked resourceVersion turns that entry into an `Apply` entry of the same
-//!   fields ([`Checked::Owned`]'s `convert`, [`as_apply`]): the state an apply of the
-//!   Secret as created would have left, so the apply then drops what it no longer names;
+//! After creating or adopting a Secret, the controller's server-side apply is made
+//! its only manager, so that a key later dropped from the object does not outlive
+//! the apply that no longer names it:
+//! - created: the create already wrote everything the apply would, so no apply
+//!   follows; one merge patch under the create's resourceVersion turns the
+//!   create's own `managedFields` entry (an `Update` operation) into an `Apply`
+//!   entry of the same fields ([`own_as_apply`]). Two writes for a new Secret;
 //! - adopted: the apply, then one merge patch under the apply's resourceVersion
 //!   sets `managedFields` to the apply's own entry and removes the data keys the
 //!   object does not hold ([`make_exclusive`]), which the adopted Secret's author
@@ -34,8 +32,8 @@
 //! does not exist yet, and the create fails if it does. Then nothing was written and
 //! the caller goes the checked way (GET, then [`write`]).
 //!
-//! If the exclusivity patch meets a changed Secret (409), the Secret is re-checked
-//! and, still ours, written again by the apply path.
+//! If the conversion patch meets a changed Secret (409), the Secret is re-checked
+//! and, still ours, written by the apply path, which makes the apply exclusive.
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
@@ -81,17 +79,12 @@ pub(crate) fn ownership(secret: &Secret, uid: &str) -> Ownership {
 }
 
 /// What the ownership check found, and so what the write may assume.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Checked {
     /// No Secret of that name.
     Absent,
-    /// Ours, at this resourceVersion. `convert`: it still carries our create's
-    /// `managedFields` entry (operation `Update`) and no apply of ours; the
-    /// `managedFields` with that entry turned into the apply's, to patch in first.
-    Owned {
-        rv: String,
-        convert: Option<Vec<ManagedFieldsEntry>>,
-    },
+    /// Ours, at this resourceVersion.
+    Owned(String),
     /// Unowned and annotated for adoption, at this resourceVersion.
     Adoptable(String),
 }
@@ -104,10 +97,7 @@ impl Checked {
         };
         let rv = s.metadata.resource_version.clone().unwrap_or_default();
         match ownership(s, uid) {
-            Ownership::Ours => Ok(Checked::Owned {
-                rv,
-                convert: as_apply(s.metadata.managed_fields.as_deref().unwrap_or(&[])),
-            }),
+            Ownership::Ours => Ok(Checked::Owned(rv)),
             Ownership::Unowned { adopt: true } => Ok(Checked::Adoptable(rv)),
             Ownership::Unowned { adopt: false } => Err(Error::SecretConflict(format!(
                 "Secret {name} exists and is not owned by this SealedStorageCred; it was left untouched (annotate it {ADOPT_ANNOTATION}=\"true\" to let the controller take it over)"
@@ -129,18 +119,44 @@ fn is_conflict(e: &kube::Error) -> bool {
 pub(crate) async fn write(
     api: &Api<Secret>,
     desired: &mut Wiped,
-    mut checked: Checked,
+    checked: Checked,
     uid: &str,
     own_writes: &OwnWrites,
 ) -> Result<()> {
+    write_as(api, desired, checked, uid, own_writes, false)
+        .await
+        .map(|_| ())
+}
+
+/// Creates `desired` without an ownership check before it, for a Secret presumed
+/// absent (see the module documentation), as [`write`] does after a check found none.
+/// `Ok(false)`: a Secret of that name exists (the create met a 409), nothing was
+/// written; the caller reads it and goes the checked way.
+pub(crate) async fn create_presumed(
+    api: &Api<Secret>,
+    desired: &mut Wiped,
+    uid: &str,
+    own_writes: &OwnWrites,
+) -> Result<bool> {
+    write_as(api, desired, Checked::Absent, uid, own_writes, true).await
+}
+
+/// [`write`]; `presumed`: `Checked::Absent` was presumed, not checked, so a create
+/// that meets an existing Secret returns `Ok(false)` instead of re-checking it.
+async fn write_as(
+    api: &Api<Secret>,
+    desired: &mut Wiped,
+    mut checked: Checked,
+    uid: &str,
+    own_writes: &OwnWrites,
+    presumed: bool,
+) -> Result<bool> {
     let name = desired.0.metadata.name.clone().unwrap_or_default();
     let namespace = desired.0.metadata.namespace.clone().unwrap_or_default();
     let record = |s: &Wiped| {
         own_writes.record(&namespace, &name, s.0.metadata.resource_version.clone());
     };
-    // Adopted in this write: make our apply the only manager (kept once set: a Secret
-    // adopted by an apply whose patch then met a 409 is ours now, and the author's
-    // entry still has to go).
+    // Created or adopted in this write: make our apply the only manager.
     let mut exclusive = false;
     let mut last_conflict = None;
     for _ in 0..MAX_ATTEMPTS {
@@ -154,8 +170,26 @@ pub(crate) async fn write(
                 match api.create(&pp, &desired.0).await.map(Wiped) {
                     Ok(created) => {
                         record(&created);
+                        exclusive = true;
+                        match own_as_apply(api, &name, &created).await {
+                            Ok(Some(patched)) => {
+                                record(&patched);
+                                desired.0.metadata.resource_version = None;
+                                return Ok(true);
+                            }
+                            // No entry of ours to convert: apply as after an adoption.
+                            Ok(None) => created.0.metadata.resource_version.clone(),
+                            Err(e) if is_conflict(&e) => {
+                                last_conflict = Some(e);
+                                checked = recheck(api, &name, uid).await?;
+                                continue;
+                            }
+                            Err(e) => return Err(refusal(&name, e, desired.0.data.as_ref())),
+                        }
+                    }
+                    Err(e) if is_conflict(&e) && presumed && last_conflict.is_none() => {
                         desired.0.metadata.resource_version = None;
-                        return Ok(());
+                        return Ok(false);
                     }
                     Err(e) if is_conflict(&e) => {
                         last_conflict = Some(e);
@@ -165,22 +199,7 @@ pub(crate) async fn write(
                     Err(e) => return Err(refusal(&name, e, desired.0.data.as_ref())),
                 }
             }
-            Checked::Owned { rv, convert: None } => Some(rv.clone()),
-            Checked::Owned {
-                rv,
-                convert: Some(fields),
-            } => match convert_create_entry(api, &name, rv, fields).await {
-                Ok(patched) => {
-                    record(&patched);
-                    patched.0.metadata.resource_version.clone()
-                }
-                Err(e) if is_conflict(&e) => {
-                    last_conflict = Some(e);
-                    checked = recheck(api, &name, uid).await?;
-                    continue;
-                }
-                Err(e) => return Err(refusal(&name, e, desired.0.data.as_ref())),
-            },
+            Checked::Owned(rv) => Some(rv.clone()),
             Checked::Adoptable(rv) => {
                 exclusive = true;
                 Some(rv.clone())
@@ -218,7 +237,7 @@ pub(crate) async fn write(
             }
         }
         desired.0.metadata.resource_version = None;
-        return Ok(());
+        return Ok(true);
     }
     desired.0.metadata.resource_version = None;
     Err(Error::Kube(last_conflict.unwrap_or_else(|| {
@@ -232,33 +251,25 @@ async fn recheck(api: &Api<Secret>, name: &str, uid: &str) -> Result<Checked> {
     Checked::of(now.as_ref().map(|w| &w.0), uid, name)
 }
 
-/// Creates `desired` without an ownership check before it, for a Secret presumed
-/// absent (see the module documentation). `Ok(false)`: a Secret of that name exists
-/// (409), nothing was written; the caller reads it and goes the checked way.
-pub(crate) async fn create_presumed(
+/// Turns the `managedFields` entry our create made (operation `Update`) into an
+/// `Apply` entry of the same fields, as the only entry, under `created`'s
+/// resourceVersion: the state an apply of the same Secret would have left.
+/// `None`: the create left no entry of ours (nothing to convert).
+async fn own_as_apply(
     api: &Api<Secret>,
-    desired: &mut Wiped,
-    own_writes: &OwnWrites,
-) -> Result<bool> {
-    let name = desired.0.metadata.name.clone().unwrap_or_default();
-    let namespace = desired.0.metadata.namespace.clone().unwrap_or_default();
-    desired.0.metadata.resource_version = None;
-    let pp = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PostParams::default()
+    name: &str,
+    created: &Wiped,
+) -> std::result::Result<Option<Wiped>, kube::Error> {
+    let Some(entry) = as_apply(created.0.metadata.managed_fields.as_deref().unwrap_or(&[])) else {
+        return Ok(None);
     };
-    match api.create(&pp, &desired.0).await.map(Wiped) {
-        Ok(created) => {
-            own_writes.record(
-                &namespace,
-                &name,
-                created.0.metadata.resource_version.clone(),
-            );
-            Ok(true)
-        }
-        Err(e) if is_conflict(&e) => Ok(false),
-        Err(e) => Err(refusal(&name, e, desired.0.data.as_ref())),
-    }
+    let patch = json!({
+        "metadata": {
+            "resourceVersion": created.0.metadata.resource_version,
+            "managedFields": [entry],
+        },
+    });
+    merge_patch(api, name, &patch).await.map(Some)
 }
 
 /// One merge patch by our field manager (its precondition in `patch`'s resourceVersion).
@@ -274,50 +285,19 @@ async fn merge_patch(
     api.patch(name, &pp, &Patch::Merge(patch)).await.map(Wiped)
 }
 
-/// `managers` with our create's entry (manager [`FIELD_MANAGER`], operation
-/// `Update`, no subresource) turned into an `Apply` entry of the same fields; `None`
-/// if there is no such entry, or an apply entry of ours exists already.
-fn as_apply(managers: &[ManagedFieldsEntry]) -> Option<Vec<ManagedFieldsEntry>> {
-    let ours = |m: &ManagedFieldsEntry, operation: &str| {
+/// Our create's entry (manager [`FIELD_MANAGER`], operation `Update`, no
+/// subresource) as an `Apply` entry; `None` if there is none.
+fn as_apply(managers: &[ManagedFieldsEntry]) -> Option<ManagedFieldsEntry> {
+    let ours = managers.iter().find(|m| {
         m.manager.as_deref() == Some(FIELD_MANAGER)
-            && m.operation.as_deref() == Some(operation)
+            && m.operation.as_deref() == Some("Update")
             && m.subresource.is_none()
-    };
-    if managers.iter().any(|m| ours(m, "Apply")) || !managers.iter().any(|m| ours(m, "Update")) {
-        return None;
-    }
-    Some(
-        managers
-            .iter()
-            .map(|m| {
-                if ours(m, "Update") {
-                    ManagedFieldsEntry {
-                        operation: Some("Apply".into()),
-                        time: None,
-                        ..m.clone()
-                    }
-                } else {
-                    m.clone()
-                }
-            })
-            .collect(),
-    )
-}
-
-/// Patches in `fields` (see [`as_apply`]) under resourceVersion `rv`.
-async fn convert_create_entry(
-    api: &Api<Secret>,
-    name: &str,
-    rv: &str,
-    fields: &[ManagedFieldsEntry],
-) -> std::result::Result<Wiped, kube::Error> {
-    let patch = json!({
-        "metadata": {
-            "resourceVersion": rv,
-            "managedFields": fields,
-        },
-    });
-    merge_patch(api, name, &patch).await
+    })?;
+    Some(ManagedFieldsEntry {
+        operation: Some("Apply".into()),
+        time: None,
+        ..ours.clone()
+    })
 }
 
 /// Leaves our server-side apply the Secret's only manager, and removes data keys
@@ -388,7 +368,7 @@ mod tests {
     }
 
     #[test]
-    fn our_create_entry_becomes_an_apply_entry_before_the_first_apply() {
+    fn the_create_entry_becomes_the_only_apply_entry() {
         let entry =
             |manager: &str, operation: &str, subresource: Option<&str>| ManagedFieldsEntry {
                 manager: Some(manager.into()),
@@ -400,38 +380,18 @@ mod tests {
                 )),
                 ..ManagedFieldsEntry::default()
             };
-        let others = entry("someone-else", "Update", None);
-        let status = entry(FIELD_MANAGER, "Update", Some("status"));
         let got = as_apply(&[
-            others.clone(),
-            status.clone(),
+            entry("someone-else", "Update", None),
+            entry(FIELD_MANAGER, "Update", Some("status")),
             entry(FIELD_MANAGER, "Update", None),
         ])
         .unwrap();
-        assert_eq!(got.len(), 3);
-        assert_eq!(got[0], others, "other managers' entries stay");
-        assert_eq!(got[1], status, "the status subresource's entry stays");
-        assert_eq!(got[2].manager.as_deref(), Some(FIELD_MANAGER));
-        assert_eq!(got[2].operation.as_deref(), Some("Apply"));
-        assert_eq!(got[2].subresource, None);
-        assert_eq!(got[2].time, None);
-        // Nothing to convert: no create entry, or an apply of ours exists.
+        assert_eq!(got.manager.as_deref(), Some(FIELD_MANAGER));
+        assert_eq!(got.operation.as_deref(), Some("Apply"));
+        assert_eq!(got.subresource, None);
+        assert_eq!(got.time, None);
         assert!(as_apply(&[entry(FIELD_MANAGER, "Apply", None)]).is_none());
-        assert!(
-            as_apply(&[
-                entry(FIELD_MANAGER, "Update", None),
-                entry(FIELD_MANAGER, "Apply", None)
-            ])
-            .is_none()
-        );
-        assert!(as_apply(&[others.clone(), status]).is_none());
         assert!(as_apply(&[]).is_none());
-        let mut ours = secret(Some(("u", true)), None);
-        ours.metadata.managed_fields = Some(vec![entry(FIELD_MANAGER, "Update", None)]);
-        assert!(matches!(
-            Checked::of(Some(&ours), "u", "s").unwrap(),
-            Checked::Owned { rv, convert: Some(f) } if rv == "7" && f.len() == 1
-        ));
     }
 
     #[test]
@@ -440,10 +400,7 @@ mod tests {
         let ours = secret(Some(("u", true)), None);
         assert_eq!(
             Checked::of(Some(&ours), "u", "s").unwrap(),
-            Checked::Owned {
-                rv: "7".into(),
-                convert: None
-            }
+            Checked::Owned("7".into())
         );
         let adopt = secret(None, Some("true"));
         assert_eq!(

@@ -57,8 +57,9 @@ async fn applied_object_becomes_an_owned_secret() {
     wait_ready(&client, &ns, "db", "True", "Unsealed").await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     watcher.abort();
-    // A new Secret is one write: the create (no apply repeating what it wrote).
-    assert_eq!(*writes.lock().unwrap(), ["ADDED"]);
+    // A new Secret is two writes: the create, and the patch that makes its
+    // managedFields entry the apply's (no apply repeating what the create wrote).
+    assert_eq!(*writes.lock().unwrap(), ["ADDED", "MODIFIED"]);
 
     let secret = Api::<Secret>::namespaced(client.clone(), &ns)
         .get("db")
@@ -89,14 +90,13 @@ async fn applied_object_becomes_an_owned_secret() {
     assert_eq!(owners[0].controller, Some(true));
     assert_eq!(owners[0].kind, "SealedStorageCred");
     assert_eq!(Some(&owners[0].uid), live.metadata.uid.as_ref());
-    // Managed by our create alone (its first apply becomes the only manager, so a
-    // key later dropped goes: `a_created_secret_is_owned_by_the_apply_alone`).
+    // Owned by our server-side apply alone, so a key later dropped goes.
     let managers: Vec<_> = secret
         .managed_fields()
         .iter()
         .map(|m| (m.manager.as_deref(), m.operation.as_deref()))
         .collect();
-    assert_eq!(managers, [(Some("sealcred-controller"), Some("Update"))]);
+    assert_eq!(managers, [(Some("sealcred-controller"), Some("Apply"))]);
     let status = live.status.unwrap();
     assert_eq!(status.observed_generation, live.metadata.generation);
     assert_eq!(status.secret_name.as_deref(), Some("db"));
@@ -149,7 +149,7 @@ async fn updates_and_drift_are_applied_and_repaired() {
     wait_secret(&client, &ns, "app", &[("token", "two"), ("extra", "x")]).await;
 
     // A key dropped from the object goes from the Secret the controller created
-    // (its first apply became the only manager; nobody co-owns `extra`).
+    // (its create's managedFields entry became the apply's; nobody co-owns `extra`).
     let fewer = seal_object(env, &ns, "app", template(&[]), &[("token", "three")]).await;
     apply(&client, &fewer).await;
     wait_secret(&client, &ns, "app", &[("token", "three")]).await;

@@ -6,9 +6,9 @@
 //! key, the keys derived from it and the local key-encryption key.
 //!
 //! Scenario: a sealed object (local key) is applied before measuring; measured: the
-//! controller starts, creates its Secret (unseal, create), the
+//! controller starts, creates its Secret (unseal, create, managedFields patch), the
 //! Secret's data is edited, the controller restores it (GET, unseal,
-//! apply, the managedFields patch that makes that first apply the only manager), and the controller stops. The test reads no Secret value itself.
+//! apply), and the controller stops. The test reads no Secret value itself.
 //!
 //! ```text
 //! cargo test -p sealcred-tests --test zeroize_reconcile -- --nocapture

@@ -79,7 +79,7 @@ pub(crate) async fn check(
         .map(Wiped);
     let checked =
         Checked::of(existing.as_ref().map(|e| &e.0), uid, secret_name).map_err(for_cluster)?;
-    if let (Some(existing), Checked::Owned { .. }) = (&existing, &checked)
+    if let (Some(existing), Checked::Owned(_)) = (&existing, &checked)
         && up_to_date_with(&existing.0, view, digest, &labels(view))
     {
         let data = existing.0.data.as_ref();
