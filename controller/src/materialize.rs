@@ -205,7 +205,8 @@ fn presumed_new(obj: &SealedStorageCred, ctx: &Context, uid: &str) -> bool {
 /// Brings the Secret in line with the object. Plaintext lives in `Opened` and in
 /// the `Wiped` Secret only for the duration of the write.
 ///
-/// A new object ([`presumed_new`]) costs one KMS call and one create. If a Secret of
+/// A new object ([`presumed_new`]) costs one KMS call and the create (with its
+/// `managedFields` patch), no read. If a Secret of
 /// that name exists after all, nothing was written; the plaintext is dropped and the
 /// checked way below runs (its GET, and a second KMS call if the Secret must change).
 pub(crate) async fn sync_secret(

@@ -105,15 +105,6 @@ const CALLS: &[Call] = &[
         grants: &[("sealcred.io", "clustersealedstoragecreds/status", "patch")],
     },
     Call {
-        file: "cluster/mod.rs",
-        call: ".publish(",
-        what: "events about ClusterSealedStorageCreds",
-        grants: &[
-            ("events.k8s.io", "events", "create"),
-            ("events.k8s.io", "events", "patch"),
-        ],
-    },
-    Call {
         file: "materialize.rs",
         call: ".get_opt(",
         what: "read the target Secret before writing it",
@@ -165,9 +156,9 @@ const CALLS: &[Call] = &[
         grants: &[("sealcred.io", "sealedstoragecreds/status", "patch")],
     },
     Call {
-        file: "status.rs",
+        file: "events.rs",
         call: ".publish(",
-        what: "events (the Recorder creates, then patches a series)",
+        what: "the background task publishing the queued Events (about the objects, and the workloads restarted or misnamed)",
         grants: &[
             ("events.k8s.io", "events", "create"),
             ("events.k8s.io", "events", "patch"),
@@ -234,24 +225,6 @@ const CALLS: &[Call] = &[
             ("apps", WORKLOADS[0], "patch"),
             ("apps", WORKLOADS[1], "patch"),
             ("apps", WORKLOADS[2], "patch"),
-        ],
-    },
-    Call {
-        file: "restart.rs",
-        call: ".publish(",
-        what: "events about restarted workloads",
-        grants: &[
-            ("events.k8s.io", "events", "create"),
-            ("events.k8s.io", "events", "patch"),
-        ],
-    },
-    Call {
-        file: "consumers.rs",
-        call: ".publish(",
-        what: "events about workloads naming a Secret sealcred does not write for them",
-        grants: &[
-            ("events.k8s.io", "events", "create"),
-            ("events.k8s.io", "events", "patch"),
         ],
     },
 ];
