@@ -93,22 +93,20 @@ impl Publisher {
             seen: Mutex::new(HashMap::new()),
         });
         let (tx, rx) = mpsc::channel::<(Event, ObjectReference)>(QUEUE);
-        let worker = {
-            tokio::spawn(async move {
-                futures::stream::unfold(rx, |mut rx| async move {
-                    rx.recv().await.map(|item| (item, rx))
-                })
-                .for_each_concurrent(CONCURRENCY, |(ev, regarding)| {
-                    let inner = Arc::clone(&inner);
-                    async move {
-                        if let Err(e) = inner.publish(&ev, &regarding).await {
-                            warn!(error = %e, reason = %ev.reason, "publishing an event failed");
-                        }
-                    }
-                })
-                .await;
+        let worker = tokio::spawn(async move {
+            futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
             })
-        };
+            .for_each_concurrent(CONCURRENCY, |(ev, regarding)| {
+                let inner = Arc::clone(&inner);
+                async move {
+                    if let Err(e) = inner.publish(&ev, &regarding).await {
+                        warn!(error = %e, reason = %ev.reason, "publishing an event failed");
+                    }
+                }
+            })
+            .await;
+        });
         Publisher {
             queue: Mutex::new(Some(tx)),
             worker: Mutex::new(Some(worker)),

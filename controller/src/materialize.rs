@@ -206,9 +206,9 @@ fn presumed_new(obj: &SealedStorageCred, ctx: &Context, uid: &str) -> bool {
 /// the `Wiped` Secret only for the duration of the write.
 ///
 /// A new object ([`presumed_new`]) costs one KMS call and the create (with its
-/// `managedFields` patch), no read. If a Secret of
-/// that name exists after all, nothing was written; the plaintext is dropped and the
-/// checked way below runs (its GET, and a second KMS call if the Secret must change).
+/// `managedFields` patch), no read. If a Secret of that name exists after all,
+/// nothing was written; the plaintext is dropped and the checked way below runs (its
+/// GET, and a second KMS call if the Secret must change).
 pub(crate) async fn sync_secret(
     obj: &SealedStorageCred,
     ctx: &Context,
@@ -230,14 +230,7 @@ pub(crate) async fn sync_secret(
         let created = create_presumed(&secrets, &mut desired, uid, &ctx.own_writes).await;
         drop(desired);
         if created? {
-            ctx.data_digests
-                .lock()
-                .unwrap()
-                .insert(uid.to_string(), written_digest);
-            return Ok(Outcome::Written {
-                content_changed: true,
-                restart,
-            });
+            return Ok(written(ctx, uid, written_digest, true, restart));
         }
         debug!(secret = %secret_name, "the Secret of a new object exists: checking it");
     }
@@ -287,14 +280,31 @@ pub(crate) async fn sync_secret(
     let result = write(&secrets, &mut desired, checked, uid, &ctx.own_writes).await;
     drop(desired);
     result?;
+    Ok(written(
+        ctx,
+        uid,
+        written_digest,
+        before != Some(written_digest),
+        restart,
+    ))
+}
+
+/// A write that landed: its data digest becomes the one drift is checked against.
+fn written(
+    ctx: &Context,
+    uid: &str,
+    digest: [u8; 32],
+    content_changed: bool,
+    restart: Restart,
+) -> Outcome {
     ctx.data_digests
         .lock()
         .unwrap()
-        .insert(uid.to_string(), written_digest);
-    Ok(Outcome::Written {
-        content_changed: before != Some(written_digest),
+        .insert(uid.to_string(), digest);
+    Outcome::Written {
+        content_changed,
         restart,
-    })
+    }
 }
 
 /// Opens the object (the KMS call) into the Secret to write, with the digest of its
